@@ -1,0 +1,74 @@
+//! The reference service: a counter that survives hot restarts.
+//!
+//! - `GET /` → `hello`; `POST /hit` → increments the counter, answers its new value;
+//!   `GET /count` → the current value. Every response carries `x-pid`.
+//! - Listens on `127.0.0.1:$PORT` (default 3000) through the listener named `http`.
+//! - `kill -HUP <pid>`: hot restart. `kill -TERM <pid>`: graceful exit, state saved to
+//!   `counter.state` (or `$HOTRESTART_STATE_FILE`), restored at the next start.
+
+// ANCHOR: all
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+/// The application state. `#[persist]` fields are handed to the next process.
+#[derive(Default, hotrestart::State)]
+struct Counter {
+    #[persist]
+    hits: AtomicU64,
+}
+
+/// Runs in the old process before its state is handed over, and before a graceful exit.
+#[hotrestart::before_restart]
+async fn log_handover(counter: &Counter) {
+    tracing::info!(hits = counter.hits.load(Ordering::SeqCst), "before_restart: handing over");
+}
+
+#[hotrestart::hot_main(state_file = "counter.state")]
+async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    // Inherited after a hot restart (or from systemd); bound at a first start.
+    let listener = hot.tcp("http", ("127.0.0.1", port))?;
+
+    // Slow initialisation would go here: the old process keeps serving meanwhile.
+
+    // Restores `hits` from the previous process (or the state file) and declares us ready.
+    let counter = hot.ready(Counter::default()).await?;
+
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/hit", post(hit))
+        .route("/count", get(count))
+        .layer(axum::middleware::map_response(add_pid))
+        .with_state(counter);
+    hotrestart::http::serve(&hot, listener, app).await?;
+    Ok(())
+}
+
+async fn hit(State(counter): State<Arc<Counter>>) -> String {
+    (counter.hits.fetch_add(1, Ordering::SeqCst) + 1).to_string()
+}
+
+async fn count(State(counter): State<Arc<Counter>>) -> String {
+    counter.hits.load(Ordering::SeqCst).to_string()
+}
+
+async fn add_pid(mut response: Response) -> Response {
+    response.headers_mut().insert("x-pid", HeaderValue::from(std::process::id()));
+    response
+}
+// ANCHOR_END: all

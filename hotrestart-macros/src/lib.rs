@@ -1,0 +1,190 @@
+//! Procedural macros for [hotrestart](https://docs.rs/hotrestart). Use them through the
+//! `hotrestart` crate, which re-exports them: `hotrestart::hot_main`,
+//! `hotrestart::before_restart` and `hotrestart::State`.
+//!
+//! Generated code reaches the runtime only through `::hotrestart::__private`, so a program
+//! needs no dependency besides `hotrestart`. Every macro takes `crate = "..."` (for the derive,
+//! `#[state(crate = "...")]`) when `hotrestart` is renamed or re-exported.
+
+mod args;
+mod before_restart;
+mod errors;
+mod hot_main;
+mod state;
+
+use proc_macro::TokenStream;
+
+/// Runs `main` under hotrestart: inherits the listening sockets and the state from the
+/// previous process, starts the tokio runtime, and hands over on a restart.
+///
+/// It goes on `async fn main` with exactly one parameter, the [`Hot`] handle. `main` may
+/// return `()` or a `Result`.
+///
+/// ```ignore
+/// #[hotrestart::hot_main(ready_timeout = "5s", drain_timeout = "250ms", state_file = "counter.state")]
+/// async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
+///     let listener = hot.tcp("http", "127.0.0.1:3000")?;
+///     let app = hot.ready(App::default()).await?;
+///     serve(listener, app).await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// # Arguments
+///
+/// All are optional; the operator's `HOTRESTART_READY_TIMEOUT`, `HOTRESTART_DRAIN_TIMEOUT` and
+/// `HOTRESTART_STATE_FILE` override the first three at run time.
+///
+/// | argument | default | meaning |
+/// | --- | --- | --- |
+/// | `ready_timeout = "30s"` | `30s` | how long a successor may take from spawn to READY before the restart is rolled back |
+/// | `drain_timeout = "10s"` | `10s` | how long in-flight work may run after this process stops accepting |
+/// | `state_file = "app.state"` | none | where `#[persist]` state is written on a graceful exit and read at a cold start |
+/// | `flavor = "multi_thread"` | `"multi_thread"` | the tokio runtime: `"multi_thread"` or `"current_thread"` |
+/// | `worker_threads = 4` | one per core | worker threads of the multi-thread runtime |
+/// | `crate = "hotrestart"` | `"hotrestart"` | the path to the `hotrestart` crate, when it is renamed |
+///
+/// Durations are a whole number and a unit, `ms`, `s`, `m` or `h`, checked at compile time.
+///
+/// `#[hot_main]` builds the tokio runtime itself: do not add `#[tokio::main]`.
+///
+/// # Equivalent code without the macro
+///
+/// The example above expands to a `fn main` that makes one call into the runtime; the body is
+/// moved, unchanged, into the closure:
+///
+/// ```ignore
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     ::hotrestart::__private::run_main(
+///         ::hotrestart::__private::MainOptions::new()
+///             .ready_timeout(::core::time::Duration::from_millis(5000))
+///             .drain_timeout(::core::time::Duration::from_millis(250))
+///             .state_file("counter.state"),
+///         |hot: hotrestart::Hot| async move {
+///             let __hotrestart_out: Result<(), Box<dyn std::error::Error>> = {
+///                 let listener = hot.tcp("http", "127.0.0.1:3000")?;
+///                 let app = hot.ready(App::default()).await?;
+///                 serve(listener, app).await?;
+///                 Ok(())
+///             };
+///             __hotrestart_out
+///         },
+///     )
+/// }
+/// ```
+///
+/// [`Hot`]: https://docs.rs/hotrestart/latest/hotrestart/struct.Hot.html
+#[proc_macro_attribute]
+pub fn hot_main(args: TokenStream, item: TokenStream) -> TokenStream {
+    hot_main::expand(args.into(), item.into()).into()
+}
+
+/// Runs a function before this process hands over to its successor (and before a graceful
+/// exit): flush buffers, close sessions, log.
+///
+/// It goes on a free `fn` or `async fn` that takes no parameter or the application state as
+/// `&AppState` (the type given to `Hot::ready`), and returns `()` or `Result<(), E>` with
+/// `E: Display`. The function itself is left as written, and can still be called directly.
+///
+/// ```ignore
+/// #[hotrestart::before_restart]
+/// async fn flush(app: &App) -> Result<(), std::io::Error> {
+///     app.journal.lock().await.flush().await
+/// }
+/// ```
+///
+/// Hooks run one after the other, in no particular order. A hook that fails is logged and
+/// does not stop the others nor the restart. Hooks are collected at link time (with
+/// `linkme`), so a hook in any module of the program is found; it cannot be a method nor be
+/// generic. The only argument is `crate = "..."`, the path to `hotrestart` when it is renamed.
+///
+/// # Equivalent code without the macro
+///
+/// ```ignore
+/// async fn flush(app: &App) -> Result<(), std::io::Error> {
+///     app.journal.lock().await.flush().await
+/// }
+///
+/// const _: () = {
+///     #[::hotrestart::__private::linkme::distributed_slice(::hotrestart::__private::HOOKS)]
+///     #[linkme(crate = ::hotrestart::__private::linkme)]
+///     static __HOTRESTART_HOOK: ::hotrestart::__private::Hook = ::hotrestart::__private::Hook {
+///         name: ::core::concat!(::core::module_path!(), "::", "flush"),
+///         run: __hotrestart_run,
+///     };
+///
+///     fn __hotrestart_run<'a>(
+///         __hotrestart_cx: &'a ::hotrestart::__private::HookContext,
+///     ) -> ::hotrestart::__private::BoxFuture<'a, ::core::result::Result<(), ::std::string::String>> {
+///         ::std::boxed::Box::pin(async move {
+///             ::hotrestart::__private::HookOutput::into_result(flush(__hotrestart_cx.state::<App>()?).await)
+///         })
+///     }
+/// };
+/// ```
+#[proc_macro_attribute]
+pub fn before_restart(args: TokenStream, item: TokenStream) -> TokenStream {
+    before_restart::expand(args.into(), item.into()).into()
+}
+
+/// Implements `hotrestart::State` for a struct: the fields marked `#[persist]` are written into
+/// the snapshot handed to the next process, and read back by `Hot::ready`.
+///
+/// ```ignore
+/// #[derive(Default, hotrestart::State)]
+/// struct App {
+///     #[persist]
+///     hits: AtomicU64,
+///     #[persist]
+///     sessions: Mutex<HashMap<String, u64>>,
+///     started: std::time::Instant, // not persisted: the new process sets its own
+/// }
+/// ```
+///
+/// A `#[persist]` field's type must implement serde's `Serialize` and `DeserializeOwned`
+/// (atomics, `Mutex` and `RwLock` of such types do). Fields are keyed by name: a field added
+/// in a new version keeps the value the program constructed, a removed field is ignored, and a
+/// field whose type changed fails the restore, which leaves the state untouched. `#[persist]`
+/// takes no argument. `#[state(crate = "...")]` on the struct names a renamed `hotrestart`.
+/// Generic structs are supported; their bounds are the ones written on the struct.
+///
+/// # Equivalent code without the macro
+///
+/// ```ignore
+/// const _: () = {
+///     fn __hotrestart_assert_persist() {
+///         ::hotrestart::__private::assert_persist::<AtomicU64>();
+///         ::hotrestart::__private::assert_persist::<Mutex<HashMap<String, u64>>>();
+///     }
+///
+///     impl ::hotrestart::__private::State for App {
+///         fn save(
+///             &self,
+///             __hotrestart_w: &mut ::hotrestart::__private::SnapshotWriter,
+///         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
+///             __hotrestart_w.field::<AtomicU64>("hits", &self.hits)?;
+///             __hotrestart_w.field::<Mutex<HashMap<String, u64>>>("sessions", &self.sessions)?;
+///             ::core::result::Result::Ok(())
+///         }
+///
+///         fn restore(
+///             &mut self,
+///             __hotrestart_r: &mut ::hotrestart::__private::SnapshotReader,
+///         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
+///             let __hotrestart_hits = __hotrestart_r.take::<AtomicU64>("hits")?;
+///             let __hotrestart_sessions = __hotrestart_r.take::<Mutex<HashMap<String, u64>>>("sessions")?;
+///             if let ::core::option::Option::Some(__hotrestart_value) = __hotrestart_hits {
+///                 self.hits = __hotrestart_value;
+///             }
+///             if let ::core::option::Option::Some(__hotrestart_value) = __hotrestart_sessions {
+///                 self.sessions = __hotrestart_value;
+///             }
+///             ::core::result::Result::Ok(())
+///         }
+///     }
+/// };
+/// ```
+#[proc_macro_derive(State, attributes(persist, state))]
+pub fn derive_state(input: TokenStream) -> TokenStream {
+    state::derive(input.into()).into()
+}

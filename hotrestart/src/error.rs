@@ -1,0 +1,79 @@
+//! The one error type of the public API.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in hotrestart, as a matchable enum.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed.
+    Io { context: String, source: io::Error },
+    /// A named listener could not be adopted or bound.
+    Listener { name: String, reason: String },
+    /// The environment handed to this process (`LISTEN_FDS`, `HOTRESTART_*`) is malformed.
+    Environment { reason: String },
+    /// A snapshot could not be decoded: corrupt, truncated, foreign, or from a newer format.
+    Snapshot { reason: String },
+    /// A `#[persist]` field's type changed between the writer and this build.
+    TypeChanged { field: String, stored: String, expected: String },
+    /// A `#[persist]` field's value could not be (de)serialized.
+    Field { field: String, reason: String },
+    /// The state file could not be read or written.
+    StateFile { path: PathBuf, reason: String },
+    /// The handoff with the other generation broke (protocol violation, timeout, early exit).
+    Handoff { reason: String },
+    /// A restart was triggered while another one was running.
+    RestartInProgress,
+    /// A restart was attempted and rolled back; the old process kept serving.
+    RolledBack { reason: String },
+    /// The process is shutting down and takes no more restarts.
+    ShuttingDown,
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+    pub(crate) fn handoff(reason: impl Into<String>) -> Self {
+        Error::Handoff { reason: reason.into() }
+    }
+    pub(crate) fn snapshot(reason: impl Into<String>) -> Self {
+        Error::Snapshot { reason: reason.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Listener { name, reason } => write!(f, "listener `{name}`: {reason}"),
+            Error::Environment { reason } => write!(f, "bad inherited environment: {reason}"),
+            Error::Snapshot { reason } => write!(f, "unreadable snapshot: {reason}"),
+            Error::TypeChanged { field, stored, expected } => write!(
+                f,
+                "#[persist] field `{field}` changed type: the snapshot holds `{stored}`, this build expects `{expected}`"
+            ),
+            Error::Field { field, reason } => write!(f, "#[persist] field `{field}`: {reason}"),
+            Error::StateFile { path, reason } => {
+                write!(f, "state file {}: {reason}", path.display())
+            }
+            Error::Handoff { reason } => write!(f, "handoff failed: {reason}"),
+            Error::RestartInProgress => f.write_str("a restart is already in progress"),
+            Error::RolledBack { reason } => write!(f, "restart rolled back: {reason}"),
+            Error::ShuttingDown => f.write_str("the process is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,251 @@
+//! The handoff channel between a process and its successor: a Unix socketpair carrying
+//! length-prefixed frames, the first of which also carries the listening sockets (SCM_RIGHTS).
+//!
+//! ```text
+//! old (generation N)                        successor (generation N+1)
+//!   HELLO {generation, names} + fds  ---->
+//!                                    <----  PREPARED            (its slow init is done)
+//!   quiesce, hooks
+//!   SNAPSHOT {frame}                 ---->
+//!                                    <----  READY | REJECT {reason}
+//! ```
+//!
+//! A frame is `tag: u8, length: u64 LE, payload`.
+
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::error::{Error, Result};
+
+pub(crate) const TAG_HELLO: u8 = 1;
+pub(crate) const TAG_PREPARED: u8 = 2;
+pub(crate) const TAG_SNAPSHOT: u8 = 3;
+pub(crate) const TAG_READY: u8 = 4;
+pub(crate) const TAG_REJECT: u8 = 5;
+
+/// Largest control frame (anything but a snapshot).
+pub(crate) const MAX_CONTROL: u64 = 64 * 1024;
+/// Most fds one HELLO can carry (the kernel's SCM_MAX_FD).
+pub(crate) const MAX_FDS: usize = 253;
+/// How long a successor waits for its HELLO before giving up.
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+const FRAME_HEADER: usize = 9;
+
+/// A decoded frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) tag: u8,
+    pub(crate) payload: Vec<u8>,
+}
+
+pub(crate) fn tag_name(tag: u8) -> &'static str {
+    match tag {
+        TAG_HELLO => "HELLO",
+        TAG_PREPARED => "PREPARED",
+        TAG_SNAPSHOT => "SNAPSHOT",
+        TAG_READY => "READY",
+        TAG_REJECT => "REJECT",
+        _ => "unknown",
+    }
+}
+
+fn header(tag: u8, len: u64) -> [u8; FRAME_HEADER] {
+    let mut h = [0u8; FRAME_HEADER];
+    h[0] = tag;
+    h[1..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// Writes one frame.
+pub(crate) async fn write_frame(chan: &mut UnixStream, tag: u8, payload: &[u8]) -> io::Result<()> {
+    chan.write_all(&header(tag, payload.len() as u64)).await?;
+    chan.write_all(payload).await?;
+    chan.flush().await
+}
+
+/// Reads one frame. `limit` bounds the payload; the buffer grows with the bytes that actually
+/// arrive, so a hostile length prefix cannot make it allocate.
+pub(crate) async fn read_frame(chan: &mut UnixStream, limit: u64) -> io::Result<Frame> {
+    let mut h = [0u8; FRAME_HEADER];
+    chan.read_exact(&mut h).await?;
+    let tag = h[0];
+    let len = u64::from_le_bytes(h[1..].try_into().unwrap());
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} frame of {len} bytes exceeds the limit of {limit}", tag_name(tag)),
+        ));
+    }
+    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+    let read = chan.take(len).read_to_end(&mut payload).await?;
+    if read as u64 != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Frame { tag, payload })
+}
+
+/// What a successor learns first.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) generation: u64,
+    pub(crate) names: Vec<String>,
+}
+
+pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
+    let mut p = hello.generation.to_le_bytes().to_vec();
+    p.extend_from_slice(&(hello.names.len() as u16).to_le_bytes());
+    for name in &hello.names {
+        p.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        p.extend_from_slice(name.as_bytes());
+    }
+    p
+}
+
+pub(crate) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        let end = pos.checked_add(n).filter(|&e| e <= p.len()).ok_or("HELLO is truncated")?;
+        let out = &p[pos..end];
+        pos = end;
+        Ok(out)
+    };
+    let generation = u64::from_le_bytes(take(8)?.try_into().unwrap());
+    let count = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+    let mut names = Vec::with_capacity(count.min(MAX_FDS));
+    for _ in 0..count {
+        let len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+        let name = String::from_utf8(take(len)?.to_vec()).map_err(|_| "a listener name is not UTF-8")?;
+        names.push(name);
+    }
+    if pos != p.len() {
+        return Err("trailing bytes after HELLO".into());
+    }
+    Ok(Hello { generation, names })
+}
+
+/// Parent side: sends HELLO with the listening sockets attached.
+pub(crate) fn send_hello(chan: &StdUnixStream, generation: u64, listeners: &[(String, OwnedFd)]) -> Result<()> {
+    if listeners.len() > MAX_FDS {
+        return Err(Error::handoff(format!("{} listeners; at most {MAX_FDS} can be handed over", listeners.len())));
+    }
+    let hello = Hello { generation, names: listeners.iter().map(|(n, _)| n.clone()).collect() };
+    let payload = encode_hello(&hello);
+    let head = header(TAG_HELLO, payload.len() as u64);
+    let fds: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    let iov = [IoSlice::new(&head), IoSlice::new(&payload)];
+    let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let cmsgs: &[_] = if fds.is_empty() { &[] } else { &cmsgs };
+    let total = head.len() + payload.len();
+    let sent = nix::sys::socket::sendmsg::<()>(chan.as_raw_fd(), &iov, cmsgs, nix::sys::socket::MsgFlags::empty(), None)
+        .map_err(|e| Error::io("sending HELLO", e.into()))?;
+    if sent != total {
+        // The socket buffer of a fresh socketpair holds far more than a HELLO; send the rest.
+        let mut rest = Vec::with_capacity(total - sent);
+        rest.extend_from_slice(&head);
+        rest.extend_from_slice(&payload);
+        io::Write::write_all(&mut &*chan, &rest[sent..]).map_err(|e| Error::io("sending HELLO", e))?;
+    }
+    Ok(())
+}
+
+/// Successor side: receives HELLO and the sockets, blocking up to [`HELLO_TIMEOUT`].
+pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> {
+    chan.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(|e| Error::io("handoff channel", e))?;
+    let mut head = [0u8; FRAME_HEADER];
+    let mut fds = Vec::new();
+    let got = {
+        let mut iov = [IoSliceMut::new(&mut head)];
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let msg = nix::sys::socket::recvmsg::<()>(
+            chan.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| Error::handoff(format!("no HELLO from the previous process: {e}")))?;
+        for cmsg in msg.cmsgs().map_err(|e| Error::handoff(format!("bad control message: {e}")))? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
+                for fd in received {
+                    // SAFETY: the kernel just installed this fd in our table for us (SCM_RIGHTS);
+                    // nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        if msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC) {
+            return Err(Error::handoff("HELLO's fds were truncated"));
+        }
+        msg.bytes
+    };
+    if got == 0 {
+        return Err(Error::handoff("the previous process closed the channel before HELLO"));
+    }
+    let mut reader = chan;
+    reader
+        .read_exact(&mut head[got..])
+        .map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
+    if head[0] != TAG_HELLO {
+        return Err(Error::handoff(format!("expected HELLO, got {}", tag_name(head[0]))));
+    }
+    let len = u64::from_le_bytes(head[1..].try_into().unwrap());
+    if len > MAX_CONTROL {
+        return Err(Error::handoff(format!("HELLO of {len} bytes is too large")));
+    }
+    let mut payload = vec![0u8; len as usize];
+    reader.read_exact(&mut payload).map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
+    let hello = decode_hello(&payload).map_err(Error::handoff)?;
+    if hello.names.len() != fds.len() {
+        return Err(Error::handoff(format!("HELLO names {} listeners but carries {} fds", hello.names.len(), fds.len())));
+    }
+    chan.set_read_timeout(None).map_err(|e| Error::io("handoff channel", e))?;
+    Ok((hello, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trip_and_garbage() {
+        let hello = Hello { generation: 7, names: vec!["http".into(), "admin".into()] };
+        let bytes = encode_hello(&hello);
+        assert_eq!(decode_hello(&bytes).unwrap(), hello);
+        for cut in 0..bytes.len() {
+            assert!(decode_hello(&bytes[..cut]).is_err(), "prefix of {cut} bytes accepted");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode_hello(&long).is_err());
+    }
+
+    #[test]
+    fn hello_carries_fds_over_a_socketpair() {
+        let (a, b) = StdUnixStream::pair().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fd: OwnedFd = listener.into();
+        send_hello(&a, 3, &[("http".to_owned(), fd)]).unwrap();
+        let (hello, fds) = recv_hello(&b).unwrap();
+        assert_eq!(hello, Hello { generation: 3, names: vec!["http".into()] });
+        let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
+        assert_eq!(got.local_addr().unwrap(), addr);
+    }
+
+    #[tokio::test]
+    async fn frames_refuse_oversized_lengths() {
+        let (a, b) = StdUnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let (mut a, mut b) = (UnixStream::from_std(a).unwrap(), UnixStream::from_std(b).unwrap());
+        a.write_all(&header(TAG_SNAPSHOT, u64::MAX)).await.unwrap();
+        let err = read_frame(&mut b, MAX_CONTROL).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        write_frame(&mut a, TAG_READY, b"").await.unwrap();
+    }
+}

@@ -1,0 +1,71 @@
+//! Hot restarts for tokio services: hand the listening sockets and the `#[persist]` state to
+//! the next version of the binary, without refusing a connection.
+//!
+//! ```no_run
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//! use axum::{extract::State as AxumState, routing::post, Router};
+//!
+//! #[derive(Default, hotrestart::State)]
+//! struct App {
+//!     #[persist]
+//!     hits: AtomicU64,
+//! }
+//!
+//! #[hotrestart::before_restart]
+//! async fn flush(app: &App) {
+//!     tracing::info!(hits = app.hits.load(Ordering::Relaxed), "handing over");
+//! }
+//!
+//! #[hotrestart::hot_main(state_file = "app.state")]
+//! async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
+//!     let listener = hot.tcp("http", "127.0.0.1:3000")?;   // inherited after a restart
+//!     let app = hot.ready(App::default()).await?;           // state restored here
+//!     let router = Router::new()
+//!         .route("/hit", post(|AxumState(app): AxumState<Arc<App>>| async move {
+//!             (app.hits.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+//!         }))
+//!         .with_state(app);
+//!     hotrestart::http::serve(&hot, listener, router).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `kill -HUP <pid>` (or [`Hot::restart`]) starts the binary found at the path this process was
+//! started from, which may be a new version. The successor inherits the sockets and runs its
+//! slow start-up while this process still serves; then this process stops accepting (the
+//! kernel queues new connections), finishes open connections, runs the
+//! [`#[before_restart]`](before_restart) hooks and streams its snapshot; the successor restores
+//! it, says READY and accepts, and this process exits 0. If anything fails before READY, the
+//! successor is killed and this process resumes accepting with its live state.
+//!
+//! **Invariant:** at every instant some process holds every listening socket open, and at most
+//! one process accepts.
+//!
+//! Linux only (SCM_RIGHTS, `/proc/self/exe`). The book in `book/` is the guide.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod drain;
+mod error;
+mod handoff;
+mod hooks;
+#[cfg(feature = "http")]
+pub mod http;
+mod lifecycle;
+mod listeners;
+mod options;
+mod snapshot;
+mod state_file;
+mod sys;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use drain::{Phase, Shutdown, WorkGuard};
+pub use error::{Error, Result};
+pub use hotrestart_macros::{before_restart, hot_main, State};
+pub use lifecycle::{Hot, Restarted};
+pub use options::{parse_duration, Options, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READY_TIMEOUT};
+pub use snapshot::{SnapshotReader, SnapshotWriter, State, FORMAT_VERSION};

@@ -1,0 +1,753 @@
+//! The lifecycle: start (adopt or bind), ready (restore state), restart (hand over or roll
+//! back), exit (drain, hooks, state file). [`Hot`] is the application's handle on it.
+
+use std::any::Any;
+use std::ffi::OsString;
+use std::future::Future;
+use std::net::ToSocketAddrs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+use tokio::process::Child;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::drain::{Phase, Shutdown, Tracker, WorkGuard};
+use crate::error::{Error, Result};
+use crate::handoff::{self, Frame};
+use crate::hooks::{self, HookContext};
+use crate::listeners::{self, Listeners};
+use crate::options::Options;
+use crate::snapshot::{self, State};
+use crate::{state_file, sys};
+
+/// Largest snapshot a successor accepts (16 GiB).
+const MAX_SNAPSHOT: u64 = 16 << 30;
+
+/// The outcome of a successful hot restart.
+#[derive(Debug, Clone)]
+pub struct Restarted {
+    /// The process that handed over (this one, when returned by [`Hot::restart`]).
+    pub old_pid: u32,
+    /// The process now serving.
+    pub new_pid: u32,
+    /// The successor's generation (this process's plus one).
+    pub generation: u64,
+    /// Trigger to READY, the successor's initialisation included.
+    pub elapsed: Duration,
+    /// Quiesce to READY: how long no process accepted connections (they queued in the kernel).
+    pub accept_gap: Duration,
+    /// Size of the `#[persist]` snapshot handed over.
+    pub state_bytes: usize,
+}
+
+/// Why this process is ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Running,
+    HandedOver,
+    Terminated,
+}
+
+struct ReadyState {
+    save: Arc<dyn State>,
+    any: Arc<dyn Any + Send + Sync>,
+}
+
+type RestartReply = oneshot::Sender<Result<Restarted>>;
+
+struct Inner {
+    options: Options,
+    generation: u64,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    /// `HOTRESTART_*` operator settings, removed from our environment, passed to successors.
+    operator_env: Vec<(OsString, OsString)>,
+    listeners: Mutex<Listeners>,
+    adopt_error: Mutex<Option<Error>>,
+    predecessor: Mutex<Option<StdUnixStream>>,
+    phase: watch::Sender<Phase>,
+    work: Tracker,
+    ready: OnceLock<ReadyState>,
+    ready_tx: watch::Sender<bool>,
+    restart_tx: mpsc::Sender<RestartReply>,
+    exit: Mutex<Exit>,
+    /// False when a bad state file could not be moved aside: it must then not be overwritten.
+    state_file_writable: AtomicBool,
+}
+
+/// The application's handle on hotrestart: listeners, readiness, restarts, shutdown.
+/// Cheap to clone. `#[hot_main]` gives one to `main`.
+#[derive(Clone)]
+pub struct Hot {
+    inner: Arc<Inner>,
+}
+
+/// What the process inherited, read before the runtime starts any thread.
+pub(crate) struct Adopted {
+    generation: u64,
+    listeners: Vec<(String, OwnedFd)>,
+    predecessor: Option<StdUnixStream>,
+    error: Option<Error>,
+    operator_env: Vec<(OsString, OsString)>,
+    exe: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl Adopted {
+    /// Reads and removes every hotrestart and socket-activation variable. Must run while the
+    /// process has a single thread.
+    pub(crate) fn from_env() -> Adopted {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()));
+        let args = std::env::args_os().skip(1).collect();
+        let mut adopted = Adopted {
+            generation: 0,
+            listeners: Vec::new(),
+            predecessor: None,
+            error: None,
+            operator_env: Vec::new(),
+            exe,
+            args,
+        };
+        match std::env::var(sys::ENV_HANDOFF_FD) {
+            Ok(fd) => match adopt_handoff(&fd) {
+                Ok((generation, chan, fds)) => {
+                    adopted.generation = generation;
+                    adopted.predecessor = Some(chan);
+                    adopted.listeners = fds;
+                }
+                Err(e) => adopted.error = Some(e),
+            },
+            Err(_) => match listeners::from_listen_fds() {
+                Ok(fds) => adopted.listeners = fds,
+                Err(e) => adopted.error = Some(e),
+            },
+        }
+        for (key, value) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("HOTRESTART_")) && !sys::INTERNAL_ENV.iter().any(|v| key == *v) {
+                adopted.operator_env.push((key, value));
+            }
+        }
+        let remove: Vec<OsString> = adopted.operator_env.iter().map(|(k, _)| k.clone()).collect();
+        for key in sys::INTERNAL_ENV.iter().map(OsString::from).chain(remove) {
+            std::env::remove_var(key);
+        }
+        adopted
+    }
+
+    fn operator_value(&self, key: &str) -> Option<&OsString> {
+        self.operator_env.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+fn adopt_handoff(text: &str) -> Result<(u64, StdUnixStream, Vec<(String, OwnedFd)>)> {
+    let fd: i32 = text.trim().parse().map_err(|_| Error::Environment {
+        reason: format!("{}={text:?} is not an fd number", sys::ENV_HANDOFF_FD),
+    })?;
+    if fd < 3 || !sys::fd_is_open(fd) {
+        return Err(Error::Environment { reason: format!("{}={fd} is not an open fd", sys::ENV_HANDOFF_FD) });
+    }
+    sys::set_cloexec(fd, true).map_err(|e| Error::io("handoff channel", e))?;
+    // SAFETY: the fd is open (checked above) and was handed to this process by its predecessor
+    // for exactly this purpose; nothing else in the process refers to it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&owned)).map_err(|reason| Error::Environment { reason })?;
+    if kind.domain != libc::AF_UNIX || kind.ty != libc::SOCK_STREAM {
+        return Err(Error::Environment { reason: format!("handoff fd {fd} is a {}", kind.describe()) });
+    }
+    let chan = StdUnixStream::from(owned);
+    let (hello, fds) = handoff::recv_hello(&chan)?;
+    Ok((hello.generation, chan, hello.names.into_iter().zip(fds).collect()))
+}
+
+impl Hot {
+    fn start(options: Options, adopted: Adopted) -> Hot {
+        let (restart_tx, restart_rx) = mpsc::channel(16);
+        let inner = Arc::new(Inner {
+            options,
+            generation: adopted.generation,
+            exe: adopted.exe,
+            args: adopted.args,
+            operator_env: adopted.operator_env,
+            listeners: Mutex::new(Listeners::inherit(adopted.listeners)),
+            adopt_error: Mutex::new(adopted.error),
+            predecessor: Mutex::new(adopted.predecessor),
+            phase: watch::Sender::new(Phase::Serving),
+            work: Tracker::new(),
+            ready: OnceLock::new(),
+            ready_tx: watch::Sender::new(false),
+            restart_tx,
+            exit: Mutex::new(Exit::Running),
+            state_file_writable: AtomicBool::new(true),
+        });
+        // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
+        let signals = Signals::install();
+        tokio::spawn(supervise(inner.clone(), signals, restart_rx));
+        Hot { inner }
+    }
+
+    /// This process's generation: 0 for a first start, +1 at each hot restart.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// The current timeouts and state file.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    fn adopt_error(&self) -> Result<()> {
+        match self.inner.adopt_error.lock().unwrap().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The TCP listener named `name`: inherited after a hot restart or from socket activation,
+    /// bound to `addr` at a first start (with `SO_REUSEADDR` and a backlog of 1024).
+    pub fn tcp(&self, name: &str, addr: impl ToSocketAddrs) -> Result<tokio::net::TcpListener> {
+        self.adopt_error()?;
+        self.inner.listeners.lock().unwrap().tcp(name, addr)
+    }
+
+    /// The Unix-domain stream listener named `name`, bound at `path` at a first start. The path
+    /// is never unlinked on handover.
+    pub fn unix(&self, name: &str, path: impl AsRef<Path>) -> Result<tokio::net::UnixListener> {
+        self.adopt_error()?;
+        self.inner.listeners.lock().unwrap().unix(name, path.as_ref())
+    }
+
+    /// The UDP socket named `name`, bound to `addr` at a first start.
+    pub fn udp(&self, name: &str, addr: impl ToSocketAddrs) -> Result<tokio::net::UdpSocket> {
+        self.adopt_error()?;
+        self.inner.listeners.lock().unwrap().udp(name, addr)
+    }
+
+    /// Declares this process initialised and restores its `#[persist]` state into `state`.
+    ///
+    /// Call it once, after the slow part of start-up (configuration, pools, warm-up) and just
+    /// before serving. After a hot restart this is where the previous process quiesces and
+    /// hands over its snapshot; the accept gap is the time spent here. At a first start the
+    /// state comes from the state file, if one is configured and present. Returns the state,
+    /// shared, which is also what the next handover snapshots.
+    ///
+    /// Fails when the snapshot cannot be restored (e.g. a `#[persist]` field changed type):
+    /// the previous process then keeps serving, and this one should exit.
+    pub async fn ready<S: State>(&self, mut state: S) -> Result<Arc<S>> {
+        if self.inner.ready.get().is_some() {
+            return Err(Error::handoff("Hot::ready was called twice"));
+        }
+        let predecessor = self.inner.predecessor.lock().unwrap().take();
+        match predecessor {
+            Some(chan) => self.take_over(chan, &mut state).await?,
+            None => {
+                self.cold_restore(&mut state);
+                self.close_unclaimed();
+            }
+        }
+        let state = Arc::new(state);
+        let save: Arc<dyn State> = state.clone();
+        let any: Arc<dyn Any + Send + Sync> = state.clone();
+        let _ = self.inner.ready.set(ReadyState { save, any });
+        self.inner.ready_tx.send_replace(true);
+        tracing::info!(generation = self.inner.generation, pid = std::process::id(), "ready");
+        Ok(state)
+    }
+
+    async fn take_over<S: State>(&self, chan: StdUnixStream, state: &mut S) -> Result<()> {
+        chan.set_nonblocking(true).map_err(|e| Error::io("handoff channel", e))?;
+        let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
+        let limit = self.inner.options.ready_timeout;
+        let received = tokio::time::timeout(limit, async {
+            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[]).await?;
+            handoff::read_frame(&mut chan, MAX_SNAPSHOT).await
+        })
+        .await;
+        match received {
+            Ok(Ok(Frame { tag: handoff::TAG_SNAPSHOT, payload })) => {
+                let bytes = payload.len();
+                if let Err(e) = snapshot::restore(state, payload) {
+                    tracing::error!("refusing the previous process's snapshot: {e}");
+                    let _ = handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes()).await;
+                    return Err(e);
+                }
+                tracing::info!(state_bytes = bytes, "state received from the previous process");
+            }
+            Ok(Ok(frame)) => {
+                let e = Error::handoff(format!("expected SNAPSHOT, got {}", handoff::tag_name(frame.tag)));
+                let _ = handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes()).await;
+                return Err(e);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("the previous process went away before handing over its state ({e}): falling back to the state file, else the initial state");
+                self.cold_restore(state);
+            }
+            Err(_) => {
+                tracing::warn!("no snapshot from the previous process within {limit:?}: falling back to the state file, else the initial state");
+                self.cold_restore(state);
+            }
+        }
+        self.close_unclaimed();
+        if let Err(e) = handoff::write_frame(&mut chan, handoff::TAG_READY, &[]).await {
+            tracing::warn!("could not report READY to the previous process ({e}); serving anyway");
+        }
+        Ok(())
+    }
+
+    fn close_unclaimed(&self) {
+        let names = self.inner.listeners.lock().unwrap().close_unclaimed();
+        if !names.is_empty() {
+            tracing::info!(?names, "closed inherited sockets that nothing claimed");
+        }
+    }
+
+    fn cold_restore(&self, state: &mut dyn State) {
+        let Some(path) = &self.inner.options.state_file else { return };
+        let failure = match state_file::read(path) {
+            Ok(None) => {
+                tracing::info!(path = %path.display(), "no state file: starting with the initial state");
+                return;
+            }
+            Ok(Some(bytes)) => match snapshot::restore(state, bytes) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "state restored from the state file");
+                    return;
+                }
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        match state_file::set_aside(path) {
+            Ok(aside) => tracing::warn!(
+                "state file {} is unusable ({failure}): moved to {}; starting with the initial state",
+                path.display(),
+                aside.display()
+            ),
+            Err(e) => {
+                self.inner.state_file_writable.store(false, Ordering::Relaxed);
+                tracing::error!(
+                    "state file {} is unusable ({failure}) and could not be moved aside ({e}): starting with the initial state; the file will not be overwritten",
+                    path.display()
+                )
+            }
+        }
+    }
+
+    /// Triggers a hot restart and waits for its outcome: `Ok` once the successor is READY (this
+    /// process then drains and exits), [`Error::RolledBack`] if it failed (this process keeps
+    /// serving), [`Error::RestartInProgress`] if one is already running.
+    pub async fn restart(&self) -> Result<Restarted> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.restart_tx.send(tx).await.map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Resolves when this process stops for good: after a committed handover, or on
+    /// SIGTERM/SIGINT. For `axum::serve(..).with_graceful_shutdown(hot.shutdown())`; prefer
+    /// [`http::serve`](crate::http::serve), which also pauses accepting during a handover.
+    pub fn shutdown(&self) -> Shutdown {
+        Shutdown::new(self.inner.phase.subscribe())
+    }
+
+    /// Watches the [`Phase`]: custom accept loops stop accepting while it is not `Serving`.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.subscribe()
+    }
+
+    /// Marks one unit of live work (an accept loop, a connection). The snapshot of a handover
+    /// waits, up to the drain timeout, until every guard is dropped.
+    pub fn track(&self) -> WorkGuard {
+        self.inner.work.enter()
+    }
+
+    /// Waits for live work to end, up to the drain timeout; returns what is still live.
+    pub(crate) async fn inner_work_idle(&self) -> usize {
+        self.inner.work.idle(self.inner.options.drain_timeout).await
+    }
+
+    async fn run_body<F, Fut>(&self, body: F) -> Fut::Output
+    where
+        F: FnOnce(Hot) -> Fut,
+        Fut: Future,
+    {
+        let body = body(self.clone());
+        tokio::pin!(body);
+        let grace = self.inner.options.drain_timeout + Duration::from_secs(1);
+        let overdue = async {
+            self.shutdown().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            out = &mut body => out,
+            () = overdue => {
+                tracing::warn!("main did not return within the drain timeout after shutdown: exiting");
+                self.finish().await;
+                std::process::exit(0);
+            }
+        }
+    }
+
+    /// After `main`'s body: unless the process handed over, drain, run the hooks and save state.
+    async fn finish(&self) {
+        let exit = *self.inner.exit.lock().unwrap();
+        self.inner.phase.send_replace(Phase::Stopping);
+        if exit == Exit::HandedOver {
+            tracing::info!(generation = self.inner.generation, "handed over; exiting");
+            return;
+        }
+        let Some(ready) = self.inner.ready.get() else { return };
+        let left = self.inner.work.idle(self.inner.options.drain_timeout).await;
+        if left > 0 {
+            tracing::warn!(left, "work still live after the drain timeout");
+        }
+        hooks::run_all(&HookContext { state: ready.any.clone() }, "exit").await;
+        let Some(path) = &self.inner.options.state_file else { return };
+        if !self.inner.state_file_writable.load(Ordering::Relaxed) {
+            tracing::error!(path = %path.display(), "not writing the state file: an unusable one is in the way");
+            return;
+        }
+        match snapshot::encode(&*ready.save).and_then(|bytes| state_file::write_atomic(path, &bytes).map(|()| bytes.len())) {
+            Ok(bytes) => tracing::info!(path = %path.display(), state_bytes = bytes, "state saved"),
+            Err(e) => tracing::error!("state not saved: {e}"),
+        }
+    }
+}
+
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let install = |kind| signal(kind).expect("installing a signal handler");
+        Signals {
+            hup: install(SignalKind::hangup()),
+            term: install(SignalKind::terminate()),
+            int: install(SignalKind::interrupt()),
+        }
+    }
+}
+
+enum Trigger {
+    Signal,
+    Call(RestartReply),
+    Stop(&'static str),
+}
+
+async fn next_trigger(signals: &mut Signals, calls: &mut mpsc::Receiver<RestartReply>) -> Trigger {
+    tokio::select! {
+        _ = signals.hup.recv() => Trigger::Signal,
+        Some(reply) = calls.recv() => Trigger::Call(reply),
+        _ = signals.term.recv() => Trigger::Stop("SIGTERM"),
+        _ = signals.int.recv() => Trigger::Stop("SIGINT"),
+    }
+}
+
+/// Owns the restart triggers: one restart at a time; triggers during one are coalesced
+/// (signals) or refused (calls).
+async fn supervise(inner: Arc<Inner>, mut signals: Signals, mut calls: mpsc::Receiver<RestartReply>) {
+    let mut ready = inner.ready_tx.subscribe();
+    tokio::select! {
+        _ = ready.wait_for(|r| *r) => {}
+        _ = signals.term.recv() => stop_before_ready("SIGTERM"),
+        _ = signals.int.recv() => stop_before_ready("SIGINT"),
+    }
+    loop {
+        let reply = match next_trigger(&mut signals, &mut calls).await {
+            Trigger::Signal => {
+                tracing::info!(generation = inner.generation, "SIGHUP: hot restart");
+                None
+            }
+            Trigger::Call(reply) => Some(reply),
+            Trigger::Stop(why) => {
+                tracing::info!("{why}: draining and exiting");
+                stop(&inner, Exit::Terminated);
+                return;
+            }
+        };
+        let restart = restart(&inner);
+        tokio::pin!(restart);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut restart => break outcome,
+                trigger = next_trigger(&mut signals, &mut calls) => match trigger {
+                    Trigger::Signal => tracing::info!("SIGHUP during a restart: coalesced into the running one"),
+                    Trigger::Call(reply) => {
+                        tracing::info!("restart requested during a restart: refused");
+                        let _ = reply.send(Err(Error::RestartInProgress));
+                    }
+                    Trigger::Stop(why) => {
+                        tracing::warn!("{why} during a restart: abandoning it, draining and exiting");
+                        stop(&inner, Exit::Terminated);
+                        return;
+                    }
+                },
+            }
+        };
+        let committed = outcome.is_ok();
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+        if committed {
+            stop(&inner, Exit::HandedOver);
+            return;
+        }
+    }
+}
+
+fn stop_before_ready(why: &str) -> ! {
+    tracing::info!("{why} before the service was ready: exiting");
+    std::process::exit(0)
+}
+
+fn stop(inner: &Inner, exit: Exit) {
+    *inner.exit.lock().unwrap() = exit;
+    inner.phase.send_replace(Phase::Stopping);
+}
+
+/// A spawned successor; killed and reaped unless the handover commits.
+struct Successor {
+    child: Option<Child>,
+    pid: u32,
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// One hot restart: spawn, HELLO, wait for PREPARED, quiesce, hooks, SNAPSHOT, wait for READY.
+/// Any failure kills the successor, resumes accepting, and logs one line.
+async fn restart(inner: &Inner) -> Result<Restarted> {
+    let started = Instant::now();
+    let generation = inner.generation + 1;
+    let mut successor = None;
+    let mut quiesced_at = None;
+    let result = handover(inner, generation, started, &mut successor, &mut quiesced_at).await;
+    match result {
+        Ok(state_bytes) => {
+            let pid = successor.as_ref().map_or(0, |s: &Successor| s.pid);
+            if let Some(mut s) = successor {
+                s.child = None; // disarm: it lives on as the serving process
+            }
+            let restarted = Restarted {
+                old_pid: std::process::id(),
+                new_pid: pid,
+                generation,
+                elapsed: started.elapsed(),
+                accept_gap: quiesced_at.map_or(Duration::ZERO, |q: Instant| q.elapsed()),
+                state_bytes,
+            };
+            tracing::info!(
+                old_pid = restarted.old_pid,
+                new_pid = restarted.new_pid,
+                generation,
+                elapsed_ms = restarted.elapsed.as_secs_f64() * 1e3,
+                accept_gap_ms = restarted.accept_gap.as_secs_f64() * 1e3,
+                state_bytes,
+                "handed over to pid {}",
+                restarted.new_pid
+            );
+            Ok(restarted)
+        }
+        Err(reason) => {
+            if let Some(mut s) = successor {
+                if let Some(mut child) = s.child.take() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+            inner.phase.send_replace(Phase::Serving);
+            tracing::warn!("restart rolled back: {reason}; pid {} keeps serving", std::process::id());
+            Err(Error::RolledBack { reason })
+        }
+    }
+}
+
+async fn handover(
+    inner: &Inner,
+    generation: u64,
+    started: Instant,
+    successor: &mut Option<Successor>,
+    quiesced_at: &mut Option<Instant>,
+) -> Result<usize, String> {
+    let ready = inner.ready.get().ok_or("the service is not ready yet")?;
+    let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
+    let (ours, theirs) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let child = spawn(inner, &theirs, generation).map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
+    drop(theirs);
+    let pid = child.id().unwrap_or(0);
+    let s = successor.insert(Successor { child: Some(child), pid });
+    tracing::info!(pid, generation, "successor started");
+    {
+        let listeners = inner.listeners.lock().unwrap();
+        handoff::send_hello(&ours, generation, listeners.active()).map_err(|e| e.to_string())?;
+    }
+    ours.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut chan = UnixStream::from_std(ours).map_err(|e| e.to_string())?;
+    let child = s.child.as_mut().expect("armed");
+
+    expect(&mut chan, child, pid, deadline, inner.options.ready_timeout, handoff::TAG_PREPARED).await?;
+    tracing::debug!(pid, init_ms = started.elapsed().as_secs_f64() * 1e3, "successor prepared: quiescing");
+
+    *quiesced_at = Some(Instant::now());
+    inner.phase.send_replace(Phase::Quiesced);
+    let left = inner.work.idle(inner.options.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(left, "connections still open after the drain timeout: snapshot taken anyway, their later changes are lost");
+    }
+    hooks::run_all(&HookContext { state: ready.any.clone() }, "restart").await;
+    let frame = snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
+    tokio::select! {
+        sent = handoff::write_frame(&mut chan, handoff::TAG_SNAPSHOT, &frame) => {
+            sent.map_err(|e| format!("sending the snapshot to pid {pid}: {e}"))?
+        }
+        status = child.wait() => return Err(exited(pid, status, "while receiving the snapshot")),
+        _ = tokio::time::sleep_until(deadline) => {
+            return Err(format!("successor pid {pid} did not take the snapshot within the ready timeout"))
+        }
+    }
+    match expect(&mut chan, child, pid, deadline, inner.options.ready_timeout, handoff::TAG_READY).await {
+        Ok(()) => Ok(frame.len()),
+        Err(e) => Err(e),
+    }
+}
+
+fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Result<Child> {
+    let fd = theirs.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(&inner.exe);
+    cmd.args(&inner.args)
+        .env(sys::ENV_HANDOFF_FD, fd.to_string())
+        .env(sys::ENV_GENERATION, generation.to_string())
+        .envs(inner.operator_env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(false);
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
+    // async-signal-safe; it lets exactly the successor's end of the socketpair cross exec.
+    unsafe {
+        cmd.pre_exec(move || sys::set_cloexec(fd, false));
+    }
+    cmd.spawn()
+}
+
+fn exited(pid: u32, status: std::io::Result<std::process::ExitStatus>, when: &str) -> String {
+    match status {
+        Ok(status) => format!("successor pid {pid} exited ({status}) {when}"),
+        Err(e) => format!("successor pid {pid} could not be waited for ({e}) {when}"),
+    }
+}
+
+/// Waits for `want` from the successor, watching its exit and the deadline.
+async fn expect(
+    chan: &mut UnixStream,
+    child: &mut Child,
+    pid: u32,
+    deadline: tokio::time::Instant,
+    ready_timeout: Duration,
+    want: u8,
+) -> Result<(), String> {
+    let what = handoff::tag_name(want);
+    let when = format!("before {what}");
+    tokio::select! {
+        frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
+            Ok(Frame { tag, .. }) if tag == want => Ok(()),
+            Ok(Frame { tag: handoff::TAG_REJECT, payload }) => Err(format!(
+                "successor pid {pid} rejected the snapshot: {}",
+                String::from_utf8_lossy(&payload)
+            )),
+            Ok(Frame { tag, .. }) => Err(format!("successor pid {pid} sent {} {when}", handoff::tag_name(tag))),
+            Err(e) => match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+                Ok(status) => Err(exited(pid, status, &when)),
+                Err(_) => Err(format!("handoff channel of pid {pid} broke {when}: {e}")),
+            },
+        },
+        status = child.wait() => Err(exited(pid, status, &when)),
+        _ = tokio::time::sleep_until(deadline) => Err(format!(
+            "successor pid {pid} not {what} within the ready timeout ({ready_timeout:?})"
+        )),
+    }
+}
+
+/// How `#[hot_main]` runs `main`. Built by the macro from its arguments.
+#[derive(Debug, Clone, Default)]
+pub struct MainOptions {
+    options: Options,
+    current_thread: bool,
+    worker_threads: Option<usize>,
+}
+
+impl MainOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn ready_timeout(mut self, d: Duration) -> Self {
+        self.options.ready_timeout = d;
+        self
+    }
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.options.drain_timeout = d;
+        self
+    }
+    pub fn state_file(mut self, path: &'static str) -> Self {
+        self.options.state_file = Some(PathBuf::from(path));
+        self
+    }
+    pub fn current_thread(mut self) -> Self {
+        self.current_thread = true;
+        self
+    }
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = Some(n);
+        self
+    }
+}
+
+/// Runs `main`'s body under hotrestart: adopts what the predecessor (or systemd) passed,
+/// builds the tokio runtime, runs the body, and on the way out drains, runs the hooks and saves
+/// the state, unless the process handed over to a successor.
+pub fn run_main<F, Fut>(main: MainOptions, body: F) -> Fut::Output
+where
+    F: FnOnce(Hot) -> Fut,
+    Fut: Future,
+{
+    // Before the runtime exists: the process has one thread, so changing the environment is sound.
+    let adopted = Adopted::from_env();
+    let mut options = main.options;
+    for (var, slot) in [(sys::ENV_READY_TIMEOUT, &mut options.ready_timeout), (sys::ENV_DRAIN_TIMEOUT, &mut options.drain_timeout)] {
+        if let Some(text) = adopted.operator_value(var) {
+            match text.to_str().map(crate::options::parse_duration) {
+                Some(Ok(d)) => *slot = d,
+                _ => eprintln!("hotrestart: ignoring {var}={text:?}: expected a duration like 5s or 250ms"),
+            }
+        }
+    }
+    if let Some(path) = adopted.operator_value(sys::ENV_STATE_FILE) {
+        options.state_file = if path.is_empty() { None } else { Some(PathBuf::from(path)) };
+    }
+    let mut builder = if main.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let (false, Some(n)) = (main.current_thread, main.worker_threads) {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build().expect("building the tokio runtime");
+    let out = runtime.block_on(async move {
+        let hot = Hot::start(options, adopted);
+        let out = hot.run_body(body).await;
+        hot.finish().await;
+        out
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    out
+}

@@ -1,0 +1,110 @@
+//! Protocol constants and the few fd-level system calls hotrestart needs.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+/// Fd of the handoff channel inherited by a successor.
+pub(crate) const ENV_HANDOFF_FD: &str = "HOTRESTART_HANDOFF_FD";
+/// Generation number of a successor (the first process is generation 0).
+pub(crate) const ENV_GENERATION: &str = "HOTRESTART_GENERATION";
+/// Operator override of the ready timeout (`5s`, `250ms`).
+pub(crate) const ENV_READY_TIMEOUT: &str = "HOTRESTART_READY_TIMEOUT";
+/// Operator override of the drain timeout.
+pub(crate) const ENV_DRAIN_TIMEOUT: &str = "HOTRESTART_DRAIN_TIMEOUT";
+/// Operator override of the state file path.
+pub(crate) const ENV_STATE_FILE: &str = "HOTRESTART_STATE_FILE";
+/// systemd socket activation.
+pub(crate) const ENV_LISTEN_FDS: &str = "LISTEN_FDS";
+pub(crate) const ENV_LISTEN_PID: &str = "LISTEN_PID";
+pub(crate) const ENV_LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+/// First fd passed by socket activation.
+pub(crate) const LISTEN_FDS_START: RawFd = 3;
+
+/// The variables that must not reach the user's own child processes.
+pub(crate) const INTERNAL_ENV: &[&str] = &[
+    ENV_HANDOFF_FD,
+    ENV_GENERATION,
+    ENV_LISTEN_FDS,
+    ENV_LISTEN_PID,
+    ENV_LISTEN_FDNAMES,
+];
+
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an integer fd touches no memory; an invalid fd returns EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `fd` names an open file description.
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// What kind of socket an fd is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketKind {
+    pub(crate) domain: i32,
+    pub(crate) ty: i32,
+    pub(crate) listening: bool,
+}
+
+impl SocketKind {
+    pub(crate) fn describe(&self) -> String {
+        let domain = match self.domain {
+            libc::AF_INET => "IPv4",
+            libc::AF_INET6 => "IPv6",
+            libc::AF_UNIX => "Unix",
+            _ => "other-family",
+        };
+        let ty = match self.ty {
+            libc::SOCK_STREAM => "stream",
+            libc::SOCK_DGRAM => "datagram",
+            libc::SOCK_SEQPACKET => "seqpacket",
+            _ => "other-type",
+        };
+        let listening = if self.listening { " listening" } else { "" };
+        format!("{domain} {ty}{listening} socket")
+    }
+}
+
+fn sockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len point to live locals of the sizes the kernel is told.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut value as *mut libc::c_int).cast(), &mut len)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// Checks that `fd` is a socket and says which kind, or why it is not one.
+pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind, String> {
+    let raw = fd.as_raw_fd();
+    let stat = nix::sys::stat::fstat(fd).map_err(|e| format!("fd {raw}: fstat failed: {e}"))?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        let what = match stat.st_mode & libc::S_IFMT {
+            libc::S_IFREG => "a regular file",
+            libc::S_IFDIR => "a directory",
+            libc::S_IFIFO => "a pipe",
+            libc::S_IFCHR => "a character device",
+            _ => "not a socket",
+        };
+        return Err(format!("fd {raw} is {what}, not a socket"));
+    }
+    let domain = sockopt_int(raw, libc::SO_DOMAIN).map_err(|e| format!("fd {raw}: {e}"))?;
+    let ty = sockopt_int(raw, libc::SO_TYPE).map_err(|e| format!("fd {raw}: {e}"))?;
+    let listening = sockopt_int(raw, libc::SO_ACCEPTCONN).map_err(|e| format!("fd {raw}: {e}"))? != 0;
+    Ok(SocketKind { domain, ty, listening })
+}

@@ -1,0 +1,6 @@
+struct AppState;
+
+#[hotrestart::before_restart]
+async fn flush(_state: &AppState, _why: &str) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+// `#[tokio::main]` expands first and makes `main` synchronous.
+#[tokio::main]
+#[hotrestart::hot_main]
+async fn main() {}

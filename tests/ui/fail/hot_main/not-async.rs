@@ -1,0 +1,2 @@
+#[hotrestart::hot_main]
+fn main(_hot: hotrestart::Hot) {}

@@ -1,0 +1,3 @@
+#[hotrestart::hot_main]
+#[tokio::main(flavor = "current_thread")]
+async fn main(_hot: hotrestart::Hot) {}

@@ -1,0 +1,7 @@
+#[derive(hotrestart::State)]
+enum AppState {
+    Starting,
+    Serving { hits: u64 },
+}
+
+fn main() {}

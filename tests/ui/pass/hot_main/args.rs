@@ -1,0 +1,38 @@
+//! Every argument, a renamed parameter type, a `Result` return with `?`, and attributes kept.
+
+use hotrestart::Hot;
+
+#[derive(Debug)]
+struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed")
+    }
+}
+
+impl std::error::Error for Failed {}
+
+fn check(ok: bool) -> Result<u32, Failed> {
+    if ok { Ok(1) } else { Err(Failed) }
+}
+
+/// Doc comments and lint attributes stay on the generated `fn main`.
+#[allow(clippy::needless_return)]
+#[hotrestart::hot_main(
+    ready_timeout = "5s",
+    drain_timeout = "250ms",
+    state_file = "",
+    flavor = "multi_thread",
+    worker_threads = 2,
+    crate = "hotrestart",
+)]
+async fn main(hot: Hot) -> Result<(), Box<dyn std::error::Error>> {
+    let _handle: Hot = hot.clone();
+    let one = check(true)?;
+    tokio::task::yield_now().await;
+    if one != 1 {
+        return Err(Box::new(Failed));
+    }
+    Ok(())
+}
