@@ -1,0 +1,365 @@
+//! Test harness: runs the counter example as real processes on loopback.
+//!
+//! The test process makes itself a child subreaper, so every generation of the service ends up
+//! as its child when its parent exits; one reaper (`reap`) collects exit statuses for all tests
+//! of the binary. No test may call `Child::wait`: statuses are read from the reaper only.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+static SUBREAPER: Once = Once::new();
+
+fn statuses() -> &'static Mutex<HashMap<i32, i32>> {
+    static S: OnceLock<Mutex<HashMap<i32, i32>>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Collects every exited child (ours or reparented to us).
+pub fn reap() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only into the local `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        statuses().lock().unwrap().insert(pid, status);
+    }
+}
+
+/// Exit code of `pid` once it has exited (None while it runs). Signals give 128 + signal.
+pub fn exit_code(pid: u32) -> Option<i32> {
+    reap();
+    statuses().lock().unwrap().get(&(pid as i32)).map(|&s| {
+        if libc::WIFEXITED(s) {
+            libc::WEXITSTATUS(s)
+        } else {
+            128 + libc::WTERMSIG(s)
+        }
+    })
+}
+
+pub fn wait_exit(pid: u32, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(code) = exit_code(pid) {
+            return code;
+        }
+        assert!(start.elapsed() < limit, "pid {pid} did not exit within {limit:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Path of a built example.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} is missing: `cargo test` builds the examples; or run `cargo build --examples`", path.display());
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running counter service: its own directory, binary copy, port, state file and log.
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub port: u16,
+    pub state_file: PathBuf,
+    pub log: PathBuf,
+    pub first_pid: u32,
+    pub env: Vec<(String, String)>,
+}
+
+impl Service {
+    pub fn start(env: &[(&str, &str)]) -> Service {
+        SUBREAPER.call_once(|| {
+            // SAFETY: prctl with integer arguments only changes this process's attributes.
+            let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER failed");
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("counter");
+        fs::copy(example("counter"), &bin).unwrap();
+        let mut service = Service {
+            port: free_port(),
+            state_file: dir.path().join("counter.state"),
+            log: dir.path().join("counter.log"),
+            bin,
+            dir,
+            first_pid: 0,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        service.first_pid = service.spawn();
+        service
+    }
+
+    /// Starts the binary (again) with the same port, state file and log.
+    pub fn spawn(&self) -> u32 {
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(&self.bin)
+            .current_dir(self.dir.path())
+            .env("PORT", self.port.to_string())
+            .env("HOTRESTART_STATE_FILE", &self.state_file)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        drop(child); // statuses come from the reaper
+        self.wait_serving();
+        pid
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn wait_serving(&self) {
+        let start = Instant::now();
+        while get(self.addr(), "/").map(|r| r.status) != Ok(200) {
+            assert!(start.elapsed() < WAIT, "service did not start; log:\n{}", self.log_text());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The pid serving now (from `x-pid`).
+    pub fn pid(&self) -> u32 {
+        get(self.addr(), "/").expect("service answers").pid
+    }
+
+    pub fn count(&self) -> u64 {
+        let r = get(self.addr(), "/count").expect("GET /count");
+        assert_eq!(r.status, 200);
+        r.body.parse().unwrap()
+    }
+
+    pub fn hit(&self) -> u64 {
+        let r = request(self.addr(), "POST", "/hit").expect("POST /hit");
+        assert_eq!(r.status, 200);
+        r.body.parse().unwrap()
+    }
+
+    pub fn signal(&self, pid: u32, sig: i32) {
+        // SAFETY: kill with integer arguments; `pid` is a process this test started (or its
+        // successor, which is our child by subreaping).
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill({pid}, {sig})");
+    }
+
+    /// Waits until a pid other than `old` answers.
+    pub fn wait_new_pid(&self, old: u32) -> u32 {
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = get(self.addr(), "/") {
+                if r.pid != old {
+                    return r.pid;
+                }
+            }
+            assert!(start.elapsed() < WAIT, "no new pid after {WAIT:?}; log:\n{}", self.log_text());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGHUP and wait for the successor; checks that the old process exits 0.
+    pub fn hot_restart(&self) -> u32 {
+        let old = self.pid();
+        self.signal(old, libc::SIGHUP);
+        let new = self.wait_new_pid(old);
+        assert_eq!(wait_exit(old, WAIT), 0, "old generation {old} must exit 0; log:\n{}", self.log_text());
+        new
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `n` lines containing `needle`.
+    pub fn wait_log(&self, needle: &str, n: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let lines: Vec<String> = self.log_text().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(start.elapsed() < WAIT, "log never had {n}x {needle:?}:\n{}", self.log_text());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the binary on disk the way a deploy does: write a new file, `mv` it over.
+    pub fn replace_binary(&self, contents: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = self.dir.path().join("counter.new");
+        fs::write(&tmp, contents).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::rename(&tmp, &self.bin).unwrap();
+    }
+
+    pub fn restore_binary(&self) {
+        self.replace_binary(&fs::read(example("counter")).unwrap());
+    }
+
+    /// Live (non-zombie) processes running a binary from this service's directory.
+    pub fn live_processes(&self) -> Vec<u32> {
+        processes().into_iter().filter(|p| p.state != 'Z' && p.exe.starts_with(self.dir.path())).map(|p| p.pid).collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for pid in self.live_processes() {
+            // SAFETY: kill with integer arguments, on a process started from this test's
+            // directory.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        thread::sleep(Duration::from_millis(50));
+        reap();
+    }
+}
+
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub state: char,
+    pub exe: PathBuf,
+}
+
+pub fn processes() -> Vec<Proc> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let mut rest = stat[close + 2..].split(' ');
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let exe = fs::read_link(entry.path().join("exe")).unwrap_or_default();
+        out.push(Proc { pid, ppid, state, exe });
+    }
+    out
+}
+
+/// Children of `pid` that are zombies.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    processes().into_iter().filter(|p| p.ppid == pid && p.state == 'Z').map(|p| p.pid).collect()
+}
+
+/// Open fds of `pid`: the smallest of several readings, so a connection that is just closing
+/// is not counted while a leak (which stays) is.
+pub fn fd_count(pid: u32) -> usize {
+    (0..8)
+        .map(|_| {
+            thread::sleep(Duration::from_millis(25));
+            fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+        })
+        .min()
+        .unwrap()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub pid: u32,
+    pub body: String,
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
+    request(addr, "GET", path)
+}
+
+/// One HTTP/1.1 request on a new connection (`Connection: close`), every step bounded.
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<Response, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("incomplete response: {text:?}"))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    let mut pid = 0;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("x-pid") {
+                pid = v.trim().parse().map_err(|_| format!("bad x-pid: {v}"))?;
+            }
+        }
+    }
+    Ok(Response { status, pid, body: body.to_owned() })
+}
+
+/// Background load: `POST /hit` in a loop on new connections, until stopped (or a hard cap of
+/// requests and time). Counts acknowledged hits and failures.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let (s, a, f) = (stop.clone(), acked.clone(), failures.clone());
+        let thread = thread::spawn(move || {
+            let start = Instant::now();
+            for _ in 0..200_000 {
+                if s.load(Ordering::SeqCst) || start.elapsed() > Duration::from_secs(120) {
+                    break;
+                }
+                match request(addr, "POST", "/hit") {
+                    Ok(r) if r.status == 200 => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => f.lock().unwrap().push(format!("status {}", r.status)),
+                    Err(e) => f.lock().unwrap().push(e),
+                }
+            }
+        });
+        Load { stop, acked, failures, thread: Some(thread) }
+    }
+
+    /// Stops the load; returns (acknowledged hits, failures).
+    pub fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        (self.acked.load(Ordering::SeqCst), self.failures.lock().unwrap().clone())
+    }
+}
+
+pub const EXIT_AT_ONCE: &[u8] = b"#!/bin/sh\necho 'broken build: exiting' >&2\nexit 3\n";
+pub const HANG: &[u8] = b"#!/bin/sh\nexec sleep 600\n";
+
+pub fn is_file(p: &Path) -> bool {
+    p.is_file()
+}
