@@ -1,6 +1,6 @@
 //! Reading `key = value` attribute arguments, shared by the attributes and the derive.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{quote, ToTokens};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
@@ -95,4 +95,22 @@ pub(crate) fn crate_path(meta: &Meta, errors: &mut Errors) -> Option<TokenStream
 /// The path generated code uses to reach the runtime when no `crate = "..."` is given.
 pub(crate) fn default_crate() -> TokenStream {
     quote!(::hotrestart)
+}
+
+/// `tokens` with every span set to `span`: a path such as `::hotrestart::__private::f` then
+/// reports its errors at `span` (a user's token) rather than at the attribute.
+pub(crate) fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), respan(&group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            }
+            tree.set_span(span);
+            tree
+        })
+        .collect()
 }

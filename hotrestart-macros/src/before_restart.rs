@@ -2,7 +2,7 @@
 //! successor. The user's function is emitted as written; next to it, a plain `fn` boxes its
 //! future and a `linkme` element adds that `fn` to `HOOKS` (linkme takes no `async fn`).
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -208,10 +208,19 @@ fn generate(krate: &TokenStream, hook: &Hook) -> TokenStream {
     if function.sig.asyncness.is_some() {
         call = quote!(#call.await);
     }
-    // Spanned on the return type: a type that is neither `()` nor a `Result` is reported there.
-    let into_result = match &function.sig.output {
-        ReturnType::Default => quote!(#krate::__private::HookOutput::into_result),
-        ReturnType::Type(_, ty) => quote_spanned!(ty.span()=> #krate::__private::HookOutput::into_result),
+    // A return type that is neither `()` nor a `Result` is reported on that type: the value and
+    // the trait's path borrow its span.
+    let output = match &function.sig.output {
+        ReturnType::Default => quote!(#krate::__private::HookOutput::into_result(#call)),
+        ReturnType::Type(_, ty) => {
+            let span = Span::mixed_site().located_at(ty.span());
+            let out = Ident::new("__hotrestart_out", span);
+            let krate = args::respan(krate, span);
+            quote_spanned! {span=>
+                let #out = #call;
+                #krate::__private::HookOutput::into_result(#out)
+            }
+        }
     };
 
     quote! {
@@ -228,7 +237,7 @@ fn generate(krate: &TokenStream, hook: &Hook) -> TokenStream {
             fn __hotrestart_run<'a>(
                 #cx: &'a #krate::__private::HookContext,
             ) -> #krate::__private::BoxFuture<'a, ::core::result::Result<(), ::std::string::String>> {
-                ::std::boxed::Box::pin(async move { #into_result(#call) })
+                ::std::boxed::Box::pin(async move { #output })
             }
         };
     }

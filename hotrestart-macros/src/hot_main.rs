@@ -1,11 +1,11 @@
-//! `#[hot_main]`: turns `async fn main(hot: Hot)` into a `fn main` that hands the body to the
+//! `#[hot_main]`: turns `async fn main(hot: Hot)` into a `fn main` that hands it to the
 //! runtime. Parse the arguments into a [`Config`] and the function into a [`Main`], validate
 //! both, then expand; on error, still emit a `fn main` so no "main function not found" follows.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{quote, ToTokens};
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, ItemFn, LitInt, LitStr, Meta, PatType, ReturnType, Type};
+use syn::{Attribute, FnArg, ItemFn, LitInt, LitStr, Meta, PatType};
 
 use crate::args;
 use crate::errors::Errors;
@@ -306,9 +306,7 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
     let attrs = &item.attrs;
     let vis = &item.vis;
     let output = &item.sig.output;
-    let body = &item.block;
     let param = main.param.as_ref().expect("a valid signature has one typed parameter");
-    let (param_attrs, pat, ty) = (&param.attrs, &param.pat, &param.ty);
 
     let mut options = quote!(#krate::__private::MainOptions::new());
     for (method, value) in [("ready_timeout", &config.ready_timeout), ("drain_timeout", &config.drain_timeout)] {
@@ -327,30 +325,21 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
         options.extend(quote!(.worker_threads(#threads)));
     }
 
-    // The typed binding pins the body's type, so `?` knows which error to convert into; with
-    // `-> impl Trait` it cannot be written, and inference does without.
-    let out = quote!(__hotrestart_out);
-    let binding = match output {
-        ReturnType::Default => quote!(let #out: () = #body;),
-        ReturnType::Type(_, ty) if matches!(**ty, Type::ImplTrait(_)) => quote!(let #out = #body;),
-        ReturnType::Type(_, ty) => quote!(let #out: #ty = #body;),
-    };
-
-    // Borrow the span of the user's last statement, so a type error in the call (a wrong return
-    // type, say) is reported on user code rather than on the attribute.
-    let span = body.stmts.last().map_or_else(|| body.brace_token.span.join(), |stmt| stmt.span());
-    let call = quote_spanned! {span=>
-        #krate::__private::run_main(
-            #options,
-            |#(#param_attrs)* #pat: #ty| async move {
-                #binding
-                #out
-            },
-        )
+    // The user's function, as written, becomes a local `async fn`: its declared return type
+    // is where every `return` and `?` of the body coerces to (a closure's `async` block would
+    // take the type of the first `return` instead).
+    let user_main = ItemFn { attrs: Vec::new(), vis: syn::Visibility::Inherited, ..item.clone() };
+    // The closure's parameter is a `Hot`, by `run_main`'s bound; passing it on borrows the span of
+    // the parameter's type, so a parameter that is not a `Hot` is reported there.
+    let hot = syn::Ident::new("hot", Span::mixed_site().located_at(param.ty.span()));
+    let user_ident = &item.sig.ident;
+    let call = quote! {
+        #krate::__private::run_main(#options, |#hot| #user_ident(#hot))
     };
     quote! {
         #(#attrs)*
         #vis fn main() #output {
+            #user_main
             #call
         }
     }

@@ -50,25 +50,24 @@ use proc_macro::TokenStream;
 ///
 /// # Equivalent code without the macro
 ///
-/// The example above expands to a `fn main` that makes one call into the runtime; the body is
-/// moved, unchanged, into the closure:
+/// The example above expands to a `fn main` that makes one call into the runtime. The user's
+/// function is kept as written, nested inside, so every `return` and `?` of its body converts
+/// to its declared return type:
 ///
 /// ```ignore
 /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
+///         let listener = hot.tcp("http", "127.0.0.1:3000")?;
+///         let app = hot.ready(App::default()).await?;
+///         serve(listener, app).await?;
+///         Ok(())
+///     }
 ///     ::hotrestart::__private::run_main(
 ///         ::hotrestart::__private::MainOptions::new()
 ///             .ready_timeout(::core::time::Duration::from_millis(5000))
 ///             .drain_timeout(::core::time::Duration::from_millis(250))
 ///             .state_file("counter.state"),
-///         |hot: hotrestart::Hot| async move {
-///             let __hotrestart_out: Result<(), Box<dyn std::error::Error>> = {
-///                 let listener = hot.tcp("http", "127.0.0.1:3000")?;
-///                 let app = hot.ready(App::default()).await?;
-///                 serve(listener, app).await?;
-///                 Ok(())
-///             };
-///             __hotrestart_out
-///         },
+///         |hot| main(hot),
 ///     )
 /// }
 /// ```

@@ -80,8 +80,8 @@ fn persisted_fields<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Vec<Pers
             errors.spanned(
                 data.enum_token,
                 format_args!(
-                    "`#[derive(State)]` needs a struct with named fields, {NAMED}: \
-                     keep the enum in a field of a struct, `#[persist] mode: {}`",
+                    "`#[derive(State)]` needs a struct with named fields ({NAMED}): \
+                     put the enum in a field, `struct App {{ #[persist] mode: {} }}`",
                     input.ident
                 ),
             );
@@ -90,7 +90,7 @@ fn persisted_fields<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Vec<Pers
         Data::Union(data) => {
             errors.spanned(
                 data.union_token,
-                format_args!("`#[derive(State)]` needs a struct with named fields, {NAMED}: use a struct"),
+                format_args!("`#[derive(State)]` needs a struct with named fields ({NAMED}): use a struct"),
             );
             return Vec::new();
         }
@@ -102,7 +102,7 @@ fn persisted_fields<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Vec<Pers
             errors.spanned(
                 unnamed,
                 format_args!(
-                    "`#[derive(State)]` needs named fields, {NAMED}: write `struct {} {{ name: Type }}`",
+                    "`#[derive(State)]` needs named fields ({NAMED}): write `struct {} {{ name: Type }}`",
                     input.ident
                 ),
             );

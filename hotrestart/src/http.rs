@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -16,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tower_service::Service;
 
 use crate::drain::Phase;
@@ -103,6 +105,10 @@ where
     Ok(())
 }
 
+/// How long a connection accepted just before a quiesce may take to send its first request:
+/// the client has connected and is about to send; closing it would fail that request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+
 fn spawn_connection<I, S>(hot: &Hot, io: I, app: S)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -112,9 +118,12 @@ where
     let guard = hot.track();
     let mut phase = hot.phase();
     let drain = hot.options().drain_timeout;
+    let requests = Arc::new(watch::Sender::new(0u64));
+    let counter = requests.clone();
     tokio::spawn(async move {
         let _guard = guard;
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            counter.send_modify(|n| *n += 1);
             let mut app = app.clone();
             app.call(req.map(axum::body::Body::new))
         });
@@ -125,7 +134,16 @@ where
             _ = conn.as_mut() => return,
             _ = phase.wait_for(|p| *p != Phase::Serving) => {}
         }
-        // Quiesce or stop: finish the request in flight, then close.
+        // Quiesce or stop. A connection that has not sent its first request yet was accepted a
+        // moment ago: serve that request (then close) rather than fail it.
+        if *requests.borrow() == 0 {
+            let mut started = requests.subscribe();
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = tokio::time::timeout(FIRST_REQUEST_GRACE, started.wait_for(|n| *n > 0)) => {}
+            }
+        }
+        // Finish the request in flight (hyper answers it with `connection: close`), then close.
         conn.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(drain, conn).await;
     });

@@ -589,13 +589,16 @@ async fn handover(
     let pid = child.id().unwrap_or(0);
     let s = successor.insert(Successor { child: Some(child), pid });
     tracing::info!(pid, generation, "successor started");
-    {
+    let child = s.child.as_mut().expect("armed");
+    let hello = {
         let listeners = inner.listeners.lock().unwrap();
-        handoff::send_hello(&ours, generation, listeners.active()).map_err(|e| e.to_string())?;
+        handoff::send_hello(&ours, generation, listeners.active())
+    };
+    if let Err(e) = hello {
+        return Err(broken(child, pid, "before HELLO", e).await);
     }
     ours.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut chan = UnixStream::from_std(ours).map_err(|e| e.to_string())?;
-    let child = s.child.as_mut().expect("armed");
 
     expect(&mut chan, child, pid, deadline, inner.options.ready_timeout, handoff::TAG_PREPARED).await?;
     tracing::debug!(pid, init_ms = started.elapsed().as_secs_f64() * 1e3, "successor prepared: quiescing");
@@ -610,7 +613,9 @@ async fn handover(
     let frame = snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
     tokio::select! {
         sent = handoff::write_frame(&mut chan, handoff::TAG_SNAPSHOT, &frame) => {
-            sent.map_err(|e| format!("sending the snapshot to pid {pid}: {e}"))?
+            if let Err(e) = sent {
+                return Err(broken(child, pid, "while receiving the snapshot", e).await);
+            }
         }
         status = child.wait() => return Err(exited(pid, status, "while receiving the snapshot")),
         _ = tokio::time::sleep_until(deadline) => {
@@ -646,6 +651,14 @@ fn exited(pid: u32, status: std::io::Result<std::process::ExitStatus>, when: &st
     }
 }
 
+/// Explains a broken channel: usually the successor exited, which says more than EPIPE.
+async fn broken(child: &mut Child, pid: u32, when: &str, e: impl std::fmt::Display) -> String {
+    match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+        Ok(status) => exited(pid, status, when),
+        Err(_) => format!("handoff channel of pid {pid} broke {when}: {e}"),
+    }
+}
+
 /// Waits for `want` from the successor, watching its exit and the deadline.
 async fn expect(
     chan: &mut UnixStream,
@@ -665,10 +678,7 @@ async fn expect(
                 String::from_utf8_lossy(&payload)
             )),
             Ok(Frame { tag, .. }) => Err(format!("successor pid {pid} sent {} {when}", handoff::tag_name(tag))),
-            Err(e) => match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
-                Ok(status) => Err(exited(pid, status, &when)),
-                Err(_) => Err(format!("handoff channel of pid {pid} broke {when}: {e}")),
-            },
+            Err(e) => Err(broken(child, pid, &when, e).await),
         },
         status = child.wait() => Err(exited(pid, status, &when)),
         _ = tokio::time::sleep_until(deadline) => Err(format!(

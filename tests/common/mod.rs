@@ -20,6 +20,10 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 static SUBREAPER: Once = Once::new();
 
+/// Held while a binary is written and while a process is spawned: a fork by another test
+/// thread while a binary file is open for writing would make its exec fail with ETXTBSY.
+static FORK_LOCK: Mutex<()> = Mutex::new(());
+
 fn statuses() -> &'static Mutex<HashMap<i32, i32>> {
     static S: OnceLock<Mutex<HashMap<i32, i32>>> = OnceLock::new();
     S.get_or_init(|| Mutex::new(HashMap::new()))
@@ -94,7 +98,10 @@ impl Service {
         });
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("counter");
-        fs::copy(example("counter"), &bin).unwrap();
+        {
+            let _fork = FORK_LOCK.lock().unwrap();
+            fs::copy(example("counter"), &bin).unwrap();
+        }
         let mut service = Service {
             port: free_port(),
             state_file: dir.path().join("counter.state"),
@@ -111,6 +118,7 @@ impl Service {
     /// Starts the binary (again) with the same port, state file and log.
     pub fn spawn(&self) -> u32 {
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let fork = FORK_LOCK.lock().unwrap();
         let child = Command::new(&self.bin)
             .current_dir(self.dir.path())
             .env("PORT", self.port.to_string())
@@ -122,6 +130,7 @@ impl Service {
             .stderr(log)
             .spawn()
             .unwrap();
+        drop(fork);
         let pid = child.id();
         drop(child); // statuses come from the reaper
         self.wait_serving();
@@ -207,6 +216,7 @@ impl Service {
     pub fn replace_binary(&self, contents: &[u8]) {
         use std::os::unix::fs::PermissionsExt;
         let tmp = self.dir.path().join("counter.new");
+        let _fork = FORK_LOCK.lock().unwrap();
         fs::write(&tmp, contents).unwrap();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
         fs::rename(&tmp, &self.bin).unwrap();

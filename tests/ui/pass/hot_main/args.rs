@@ -22,7 +22,7 @@ fn check(ok: bool) -> Result<u32, Failed> {
 #[hotrestart::hot_main(
     ready_timeout = "5s",
     drain_timeout = "250ms",
-    state_file = "",
+    state_file = "args.state",
     flavor = "multi_thread",
     worker_threads = 2,
     crate = "hotrestart",

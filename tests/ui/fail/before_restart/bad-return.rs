@@ -1,0 +1,6 @@
+#[hotrestart::before_restart]
+fn flush() -> u32 {
+    0
+}
+
+fn main() {}

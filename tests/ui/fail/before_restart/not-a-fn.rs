@@ -1,0 +1,4 @@
+#[hotrestart::before_restart]
+struct Flush;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[hotrestart::before_restart(order = 1)]
+fn flush() {}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[hotrestart::hot_main(flavor = "single_thread")]
+async fn main(_hot: hotrestart::Hot) {}
+
+mod threads {
+    #[hotrestart::hot_main(flavor = "current_thread", worker_threads = 2)]
+    async fn main(_hot: hotrestart::Hot) {}
+}

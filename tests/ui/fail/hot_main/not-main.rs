@@ -1,0 +1,2 @@
+#[hotrestart::hot_main]
+async fn serve(_hot: hotrestart::Hot) {}

@@ -1,0 +1,4 @@
+#[derive(hotrestart::State)]
+struct AppState(#[persist] u64);
+
+fn main() {}
