@@ -36,33 +36,57 @@ fn value<'a>(meta: &'a Meta, example: &str, errors: &mut Errors) -> Option<&'a E
     match meta {
         Meta::NameValue(nv) => Some(&nv.value),
         Meta::Path(path) => {
-            errors.spanned(path, format_args!("`{}` needs a value: write `{example}`", key(meta)));
+            errors.spanned(
+                path,
+                format_args!("`{}` needs a value: write `{example}`", key(meta)),
+            );
             None
         }
         Meta::List(list) => {
-            errors.spanned(list, format_args!("expected `key = value`: write `{example}`"));
+            errors.spanned(
+                list,
+                format_args!("expected `key = value`: write `{example}`"),
+            );
             None
         }
     }
 }
 
 /// The string of `key = "..."`.
-pub(crate) fn str_value<'a>(meta: &'a Meta, example: &str, errors: &mut Errors) -> Option<&'a LitStr> {
+pub(crate) fn str_value<'a>(
+    meta: &'a Meta,
+    example: &str,
+    errors: &mut Errors,
+) -> Option<&'a LitStr> {
     match value(meta, example, errors)? {
-        Expr::Lit(ExprLit { lit: Lit::Str(lit), .. }) => Some(lit),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Some(lit),
         other => {
-            errors.spanned(other, format_args!("`{}` takes a string: write `{example}`", key(meta)));
+            errors.spanned(
+                other,
+                format_args!("`{}` takes a string: write `{example}`", key(meta)),
+            );
             None
         }
     }
 }
 
 /// The integer of `key = 4`.
-pub(crate) fn int_value<'a>(meta: &'a Meta, example: &str, errors: &mut Errors) -> Option<&'a LitInt> {
+pub(crate) fn int_value<'a>(
+    meta: &'a Meta,
+    example: &str,
+    errors: &mut Errors,
+) -> Option<&'a LitInt> {
     match value(meta, example, errors)? {
-        Expr::Lit(ExprLit { lit: Lit::Int(lit), .. }) => Some(lit),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => Some(lit),
         other => {
-            errors.spanned(other, format_args!("`{}` takes a whole number: write `{example}`", key(meta)));
+            errors.spanned(
+                other,
+                format_args!("`{}` takes a whole number: write `{example}`", key(meta)),
+            );
             None
         }
     }

@@ -19,7 +19,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let hook = match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Fn(function)) => validate(function, &mut errors),
         Ok(other) => {
-            errors.spanned(item_keyword(&other), format_args!("`#[before_restart]` goes on a function: {ACCEPTED}"));
+            errors.spanned(
+                item_keyword(&other),
+                format_args!("`#[before_restart]` goes on a function: {ACCEPTED}"),
+            );
             None
         }
         Err(e) => {
@@ -46,7 +49,9 @@ fn parse_args(args: TokenStream, errors: &mut Errors) -> TokenStream {
         if key != args::CRATE {
             errors.spanned(
                 meta.path(),
-                format_args!("unknown argument `{key}`: `#[before_restart]` takes only `crate = \"...\"`"),
+                format_args!(
+                    "unknown argument `{key}`: `#[before_restart]` takes only `crate = \"...\"`"
+                ),
             );
         } else if krate.is_some() {
             errors.spanned(meta.path(), "`crate` is given twice: keep one of them");
@@ -87,7 +92,10 @@ fn validate(function: ItemFn, errors: &mut Errors) -> Option<Hook> {
         wrong.spanned(constness, "a hook cannot be a `const fn`: remove `const`");
     }
     if let Some(unsafety) = &sig.unsafety {
-        wrong.spanned(unsafety, "a hook cannot be an `unsafe fn`: remove `unsafe`, and use an `unsafe` block inside");
+        wrong.spanned(
+            unsafety,
+            "a hook cannot be an `unsafe fn`: remove `unsafe`, and use an `unsafe` block inside",
+        );
     }
     if let Some(abi) = &sig.abi {
         wrong.spanned(abi, "a hook is called from Rust: remove the `extern` ABI");
@@ -98,7 +106,10 @@ fn validate(function: ItemFn, errors: &mut Errors) -> Option<Hook> {
             "a hook cannot be generic: remove the generic parameters and name the state type, `&AppState`",
         );
     } else if let Some(where_clause) = &sig.generics.where_clause {
-        wrong.spanned(where_clause, "a hook cannot have a `where` clause: remove it");
+        wrong.spanned(
+            where_clause,
+            "a hook cannot have a `where` clause: remove it",
+        );
     }
     if let Some(variadic) = &sig.variadic {
         wrong.spanned(variadic, "a hook cannot be variadic: remove `...`");
@@ -181,13 +192,20 @@ fn find_impl_trait(ty: &Type) -> Option<&Type> {
         Type::Slice(inner) => find_impl_trait(&inner.elem),
         Type::Array(inner) => find_impl_trait(&inner.elem),
         Type::Tuple(tuple) => tuple.elems.iter().find_map(find_impl_trait),
-        Type::Path(path) => path.path.segments.iter().find_map(|segment| match &segment.arguments {
-            syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
-                syn::GenericArgument::Type(ty) => find_impl_trait(ty),
-                _ => None,
-            }),
-            _ => None,
-        }),
+        Type::Path(path) => {
+            path.path
+                .segments
+                .iter()
+                .find_map(|segment| match &segment.arguments {
+                    syn::PathArguments::AngleBracketed(args) => {
+                        args.args.iter().find_map(|arg| match arg {
+                            syn::GenericArgument::Type(ty) => find_impl_trait(ty),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                })
+        }
         _ => None,
     }
 }

@@ -38,6 +38,9 @@ impl Errors {
 
     /// The `compile_error!` invocations to emit next to the user's item; empty when all is well.
     pub(crate) fn to_compile_errors(&self) -> TokenStream {
-        self.first.as_ref().map(syn::Error::to_compile_error).unwrap_or_default()
+        self.first
+            .as_ref()
+            .map(syn::Error::to_compile_error)
+            .unwrap_or_default()
     }
 }

@@ -36,7 +36,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(item) => item,
         Err(_) => {
             // Not a function: keep the tokens as they are, and say where the attribute goes.
-            errors.spanned(&item, "`#[hot_main]` goes on `async fn main(hot: hotrestart::Hot)`");
+            errors.spanned(
+                &item,
+                "`#[hot_main]` goes on `async fn main(hot: hotrestart::Hot)`",
+            );
             let mut out = item;
             out.extend(errors.to_compile_errors());
             return out;
@@ -89,7 +92,10 @@ fn parse_config(args: TokenStream, errors: &mut Errors) -> Config {
             continue;
         };
         if seen.contains(&key) {
-            errors.spanned(meta.path(), format_args!("`{key}` is given twice: keep one of them"));
+            errors.spanned(
+                meta.path(),
+                format_args!("`{key}` is given twice: keep one of them"),
+            );
             continue;
         }
         seen.push(key.clone());
@@ -102,7 +108,9 @@ fn parse_config(args: TokenStream, errors: &mut Errors) -> Config {
             _ => config.krate = args::crate_path(&meta, errors),
         }
     }
-    if let (Some((Flavor::CurrentThread, flavor)), Some((_, threads))) = (&config.flavor, &config.worker_threads) {
+    if let (Some((Flavor::CurrentThread, flavor)), Some((_, threads))) =
+        (&config.flavor, &config.worker_threads)
+    {
         errors.spanned(
             threads,
             format_args!(
@@ -117,7 +125,10 @@ fn parse_config(args: TokenStream, errors: &mut Errors) -> Config {
 
 fn unknown_key(key: &str) -> String {
     let valid: Vec<String> = KEYS.iter().map(|(k, _)| format!("`{k}`")).collect();
-    let mut message = format!("unknown argument `{key}`: expected one of {}", valid.join(", "));
+    let mut message = format!(
+        "unknown argument `{key}`: expected one of {}",
+        valid.join(", ")
+    );
     if key == CURRENT_THREAD || key == MULTI_THREAD {
         message = format!("unknown argument `{key}`: write `flavor = \"{key}\"`");
     }
@@ -127,9 +138,15 @@ fn unknown_key(key: &str) -> String {
 fn duration(meta: &Meta, example: &str, errors: &mut Errors) -> Option<Millis> {
     let lit = args::str_value(meta, example, errors)?;
     match parse_duration(&lit.value()) {
-        Ok(ms) => Some(Millis { ms, lit: lit.clone() }),
+        Ok(ms) => Some(Millis {
+            ms,
+            lit: lit.clone(),
+        }),
         Err(why) => {
-            errors.spanned(lit, format_args!("invalid duration for `{}`: {why}", args::key(meta)));
+            errors.spanned(
+                lit,
+                format_args!("invalid duration for `{}`: {why}", args::key(meta)),
+            );
             None
         }
     }
@@ -138,25 +155,41 @@ fn duration(meta: &Meta, example: &str, errors: &mut Errors) -> Option<Millis> {
 /// `250ms`, `5s`, `2m`, `1h` into milliseconds; the same grammar as the runtime's
 /// `HOTRESTART_*_TIMEOUT` variables.
 fn parse_duration(text: &str) -> Result<u64, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let expected = "expected a whole number and a unit (ms, s, m or h), like \"5s\" or \"250ms\"";
-    let n: u64 = digits.parse().map_err(|_| format!("{expected}, got \"{text}\""))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{expected}, got \"{text}\""))?;
     let per_unit = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        "" => return Err(format!("\"{text}\" has no unit: write \"{text}s\" or \"{text}ms\"")),
-        _ => return Err(format!("unknown unit \"{unit}\": use ms, s, m or h, like \"{digits}s\"")),
+        "" => {
+            return Err(format!(
+                "\"{text}\" has no unit: write \"{text}s\" or \"{text}ms\""
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "unknown unit \"{unit}\": use ms, s, m or h, like \"{digits}s\""
+            ))
+        }
     };
-    n.checked_mul(per_unit).ok_or_else(|| format!("\"{text}\" is too long"))
+    n.checked_mul(per_unit)
+        .ok_or_else(|| format!("\"{text}\" is too long"))
 }
 
 fn state_file(meta: &Meta, example: &str, errors: &mut Errors) -> Option<LitStr> {
     let lit = args::str_value(meta, example, errors)?;
     if lit.value().is_empty() {
-        errors.spanned(lit, "`state_file` is empty: give a path like \"app.state\", or remove the argument");
+        errors.spanned(
+            lit,
+            "`state_file` is empty: give a path like \"app.state\", or remove the argument",
+        );
         return None;
     }
     Some(lit.clone())
@@ -182,7 +215,10 @@ fn worker_threads(meta: &Meta, example: &str, errors: &mut Errors) -> Option<(us
     let lit = args::int_value(meta, example, errors)?;
     match lit.base10_parse::<usize>() {
         Ok(0) | Err(_) => {
-            errors.spanned(lit, "`worker_threads` must be a whole number of at least 1, like `worker_threads = 4`");
+            errors.spanned(
+                lit,
+                "`worker_threads` must be a whole number of at least 1, like `worker_threads = 4`",
+            );
             None
         }
         Ok(n) => Some((n, lit.clone())),
@@ -204,8 +240,9 @@ struct Main {
 fn validate(mut item: ItemFn, errors: &mut Errors) -> Main {
     // `#[tokio::main]` below `#[hot_main]` would start a second runtime. Refuse it and drop it,
     // so it expands into no further error; the rest of `main` can still be expanded.
-    let (tokio_main, attrs): (Vec<Attribute>, Vec<Attribute>) =
-        std::mem::take(&mut item.attrs).into_iter().partition(is_tokio_main);
+    let (tokio_main, attrs): (Vec<Attribute>, Vec<Attribute>) = std::mem::take(&mut item.attrs)
+        .into_iter()
+        .partition(is_tokio_main);
     item.attrs = attrs;
     for attr in &tokio_main {
         errors.spanned(
@@ -224,7 +261,11 @@ fn validate(mut item: ItemFn, errors: &mut Errors) -> Main {
             "`#[hot_main]` sees a `main` that `#[tokio::main]` already expanded: \
              `#[hot_main]` starts the tokio runtime itself, remove `#[tokio::main]`",
         ));
-        return Main { item, param: None, signature_ok: false };
+        return Main {
+            item,
+            param: None,
+            signature_ok: false,
+        };
     }
 
     let mut wrong = Errors::default();
@@ -242,18 +283,30 @@ fn validate(mut item: ItemFn, errors: &mut Errors) -> Main {
         wrong.spanned(unsafety, "`main` cannot be `unsafe`: remove `unsafe`");
     }
     if let Some(abi) = &sig.abi {
-        wrong.spanned(abi, "`#[hot_main]` writes `fn main` itself: remove the `extern` ABI");
+        wrong.spanned(
+            abi,
+            "`#[hot_main]` writes `fn main` itself: remove the `extern` ABI",
+        );
     }
     if sig.ident != "main" {
         wrong.spanned(
             &sig.ident,
-            format_args!("`#[hot_main]` goes on `main`, the program's entry point: rename `{}` to `main`", sig.ident),
+            format_args!(
+                "`#[hot_main]` goes on `main`, the program's entry point: rename `{}` to `main`",
+                sig.ident
+            ),
         );
     }
     if !sig.generics.params.is_empty() {
-        wrong.spanned(&sig.generics, "`main` cannot be generic: remove the generic parameters");
+        wrong.spanned(
+            &sig.generics,
+            "`main` cannot be generic: remove the generic parameters",
+        );
     } else if let Some(where_clause) = &sig.generics.where_clause {
-        wrong.spanned(where_clause, "`main` cannot have a `where` clause: remove it");
+        wrong.spanned(
+            where_clause,
+            "`main` cannot have a `where` clause: remove it",
+        );
     }
 
     let mut param = None;
@@ -279,12 +332,21 @@ fn validate(mut item: ItemFn, errors: &mut Errors) -> Main {
 
     let signature_ok = wrong.is_empty();
     errors.append(wrong);
-    Main { item, param: param.filter(|_| signature_ok), signature_ok }
+    Main {
+        item,
+        param: param.filter(|_| signature_ok),
+        signature_ok,
+    }
 }
 
 /// `#[tokio::main]` or `#[::tokio::main]`.
 fn is_tokio_main(attr: &Attribute) -> bool {
-    let segments: Vec<String> = attr.path().segments.iter().map(|s| s.ident.to_string()).collect();
+    let segments: Vec<String> = attr
+        .path()
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
     segments == ["tokio", "main"]
 }
 
@@ -306,10 +368,16 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
     let attrs = &item.attrs;
     let vis = &item.vis;
     let output = &item.sig.output;
-    let param = main.param.as_ref().expect("a valid signature has one typed parameter");
+    let param = main
+        .param
+        .as_ref()
+        .expect("a valid signature has one typed parameter");
 
     let mut options = quote!(#krate::__private::MainOptions::new());
-    for (method, value) in [("ready_timeout", &config.ready_timeout), ("drain_timeout", &config.drain_timeout)] {
+    for (method, value) in [
+        ("ready_timeout", &config.ready_timeout),
+        ("drain_timeout", &config.drain_timeout),
+    ] {
         if let Some(Millis { ms, lit }) = value {
             let method = syn::Ident::new(method, lit.span());
             options.extend(quote!(.#method(::core::time::Duration::from_millis(#ms))));
@@ -328,7 +396,11 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
     // The user's function, as written, becomes a local `async fn`: its declared return type
     // is where every `return` and `?` of the body coerces to (a closure's `async` block would
     // take the type of the first `return` instead).
-    let user_main = ItemFn { attrs: Vec::new(), vis: syn::Visibility::Inherited, ..item.clone() };
+    let user_main = ItemFn {
+        attrs: Vec::new(),
+        vis: syn::Visibility::Inherited,
+        ..item.clone()
+    };
     // The closure's parameter is a `Hot`, by `run_main`'s bound; passing it on borrows the span of
     // the parameter's type, so a parameter that is not a `Hot` is reported there.
     let hot = syn::Ident::new("hot", Span::mixed_site().located_at(param.ty.span()));
@@ -373,7 +445,11 @@ mod tests {
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5 s").is_err());
-        assert!(parse_duration("5secs").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("99999999999999999h").unwrap_err().contains("too long"));
+        assert!(parse_duration("5secs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_duration("99999999999999999h")
+            .unwrap_err()
+            .contains("too long"));
     }
 }

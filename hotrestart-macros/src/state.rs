@@ -46,7 +46,10 @@ fn container_attrs(attrs: &[Attribute], errors: &mut Errors) -> TokenStream {
     let mut krate = None;
     for attr in attrs {
         if attr.path().is_ident(PERSIST) {
-            errors.spanned(attr, "`#[persist]` goes on a field, to mark it as kept across restarts");
+            errors.spanned(
+                attr,
+                "`#[persist]` goes on a field, to mark it as kept across restarts",
+            );
         }
         if !attr.path().is_ident(STATE) {
             continue;
@@ -60,7 +63,9 @@ fn container_attrs(attrs: &[Attribute], errors: &mut Errors) -> TokenStream {
             if key != args::CRATE {
                 errors.spanned(
                     meta.path(),
-                    format_args!("unknown argument `{key}`: `#[state(...)]` takes only `crate = \"...\"`"),
+                    format_args!(
+                        "unknown argument `{key}`: `#[state(...)]` takes only `crate = \"...\"`"
+                    ),
                 );
             } else if krate.is_some() {
                 errors.spanned(meta.path(), "`crate` is given twice: keep one of them");
@@ -90,7 +95,9 @@ fn persisted_fields<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Vec<Pers
         Data::Union(data) => {
             errors.spanned(
                 data.union_token,
-                format_args!("`#[derive(State)]` needs a struct with named fields ({NAMED}): use a struct"),
+                format_args!(
+                    "`#[derive(State)]` needs a struct with named fields ({NAMED}): use a struct"
+                ),
             );
             return Vec::new();
         }
@@ -116,7 +123,10 @@ fn persisted_fields<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Vec<Pers
         let mut marked = false;
         for attr in &field.attrs {
             if attr.path().is_ident(STATE) {
-                errors.spanned(attr, "`#[state(...)]` goes on the struct; mark fields with `#[persist]`");
+                errors.spanned(
+                    attr,
+                    "`#[state(...)]` goes on the struct; mark fields with `#[persist]`",
+                );
                 continue;
             }
             if !attr.path().is_ident(PERSIST) {
@@ -130,16 +140,25 @@ fn persisted_fields<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Vec<Pers
                 )),
                 Meta::NameValue(nv) => {
                     let (eq, value) = (&nv.eq_token, &nv.value);
-                    errors.spanned(quote!(#eq #value), "`#[persist]` takes no arguments: write `#[persist]`");
+                    errors.spanned(
+                        quote!(#eq #value),
+                        "`#[persist]` takes no arguments: write `#[persist]`",
+                    );
                 }
             }
             if marked {
-                errors.spanned(attr, format_args!("`{ident}` is marked `#[persist]` twice: remove one"));
+                errors.spanned(
+                    attr,
+                    format_args!("`{ident}` is marked `#[persist]` twice: remove one"),
+                );
             }
             marked = true;
         }
         if marked {
-            persisted.push(Persisted { ident, ty: &field.ty });
+            persisted.push(Persisted {
+                ident,
+                ty: &field.ty,
+            });
         }
     }
     persisted
@@ -163,18 +182,27 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
         let key = key(ident);
         quote_spanned!(ty.span()=> #w.field::<#ty>(#key, &self.#ident)?;)
     });
-    let locals: Vec<Ident> = fields.iter().map(|f| format_ident!("__hotrestart_{}", f.ident.unraw())).collect();
-    let takes = fields.iter().zip(&locals).map(|(Persisted { ident, ty }, local)| {
-        let key = key(ident);
-        quote_spanned!(ty.span()=> let #local = #r.take::<#ty>(#key)?;)
-    });
-    let assigns = fields.iter().zip(&locals).map(|(Persisted { ident, .. }, local)| {
-        quote! {
-            if let ::core::option::Option::Some(__hotrestart_value) = #local {
-                self.#ident = __hotrestart_value;
+    let locals: Vec<Ident> = fields
+        .iter()
+        .map(|f| format_ident!("__hotrestart_{}", f.ident.unraw()))
+        .collect();
+    let takes = fields
+        .iter()
+        .zip(&locals)
+        .map(|(Persisted { ident, ty }, local)| {
+            let key = key(ident);
+            quote_spanned!(ty.span()=> let #local = #r.take::<#ty>(#key)?;)
+        });
+    let assigns = fields
+        .iter()
+        .zip(&locals)
+        .map(|(Persisted { ident, .. }, local)| {
+            quote! {
+                if let ::core::option::Option::Some(__hotrestart_value) = #local {
+                    self.#ident = __hotrestart_value;
+                }
             }
-        }
-    });
+        });
 
     quote! {
         const _: () = {
