@@ -26,7 +26,10 @@ struct Counter {
 /// Runs in the old process before its state is handed over, and before a graceful exit.
 #[hotrestart::before_restart]
 async fn log_handover(counter: &Counter) {
-    tracing::info!(hits = counter.hits.load(Ordering::SeqCst), "before_restart: handing over");
+    tracing::info!(
+        hits = counter.hits.load(Ordering::SeqCst),
+        "before_restart: handing over"
+    );
 }
 
 #[hotrestart::hot_main(state_file = "counter.state")]
@@ -40,7 +43,10 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     // Inherited after a hot restart (or from systemd); bound at a first start.
     let listener = hot.tcp("http", ("127.0.0.1", port))?;
 
@@ -68,7 +74,9 @@ async fn count(State(counter): State<Arc<Counter>>) -> String {
 }
 
 async fn add_pid(mut response: Response) -> Response {
-    response.headers_mut().insert("x-pid", HeaderValue::from(std::process::id()));
+    response
+        .headers_mut()
+        .insert("x-pid", HeaderValue::from(std::process::id()));
     response
 }
 // ANCHOR_END: all

@@ -23,12 +23,23 @@ fn hot_restart_changes_pid_keeps_count_and_fails_no_request() {
     thread::sleep(Duration::from_millis(200));
     let (acked, failures) = load.finish();
     assert_ne!(old, new);
-    assert!(failures.is_empty(), "{} requests failed during the restart: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the restart: {failures:?}",
+        failures.len()
+    );
     assert!(acked > 0);
-    assert_eq!(svc.count(), 5 + acked, "every acknowledged hit is kept, none twice");
+    assert_eq!(
+        svc.count(),
+        5 + acked,
+        "every acknowledged hit is kept, none twice"
+    );
     assert_eq!(svc.pid(), new);
     let log = svc.log_text();
-    assert!(log.contains("before_restart: handing over"), "the hook ran:\n{log}");
+    assert!(
+        log.contains("before_restart: handing over"),
+        "the hook ran:\n{log}"
+    );
     assert!(log.contains(&format!("handed over to pid {new}")), "{log}");
 }
 
@@ -40,10 +51,18 @@ fn cold_restart_restores_the_state_file() {
     }
     let pid = svc.pid();
     svc.signal(pid, libc::SIGTERM);
-    assert_eq!(wait_exit(pid, WAIT), 0, "graceful exit is 0; log:\n{}", svc.log_text());
+    assert_eq!(
+        wait_exit(pid, WAIT),
+        0,
+        "graceful exit is 0; log:\n{}",
+        svc.log_text()
+    );
     let meta = fs::metadata(&svc.state_file).expect("state file written on SIGTERM");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert!(get(svc.addr(), "/").is_err(), "nothing serves after the exit");
+    assert!(
+        get(svc.addr(), "/").is_err(),
+        "nothing serves after the exit"
+    );
 
     let second = svc.spawn();
     assert_ne!(second, pid);
@@ -64,7 +83,11 @@ fn failed_successors_roll_back_and_a_good_binary_still_takes_over() {
     svc.replace_binary(EXIT_AT_ONCE);
     svc.signal(pid, libc::SIGHUP);
     let lines = svc.wait_log("restart rolled back", 1);
-    assert!(lines[0].contains("exited") && lines[0].contains("keeps serving"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("exited") && lines[0].contains("keeps serving"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(svc.pid(), pid);
 
     // A build that hangs: killed after the ready timeout.
@@ -74,15 +97,26 @@ fn failed_successors_roll_back_and_a_good_binary_still_takes_over() {
     assert!(lines[1].contains("ready timeout"), "{}", lines[1]);
     assert_eq!(svc.pid(), pid);
     thread::sleep(Duration::from_millis(100));
-    let children: Vec<_> = processes().into_iter().filter(|p| p.ppid == pid).map(|p| (p.pid, p.state)).collect();
-    assert!(children.is_empty(), "failed successors are killed and reaped: {children:?}");
+    let children: Vec<_> = processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| (p.pid, p.state))
+        .collect();
+    assert!(
+        children.is_empty(),
+        "failed successors are killed and reaped: {children:?}"
+    );
 
     // A good build takes over, with the live state.
     svc.restore_binary();
     let new = svc.hot_restart();
     let (acked, failures) = load.finish();
     assert_ne!(new, pid);
-    assert!(failures.is_empty(), "{} requests failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} requests failed: {failures:?}",
+        failures.len()
+    );
     assert_eq!(svc.count(), 3 + acked);
 }
 
@@ -98,10 +132,22 @@ fn twenty_restarts_leave_one_process_no_zombie_and_flat_fds() {
     }
     svc.hit();
     assert_eq!(svc.count(), 2);
-    assert_eq!(svc.live_processes(), vec![pid], "exactly one generation is alive");
-    assert_eq!(fd_count(pid), fds_after_first, "fd count is flat across restarts");
+    assert_eq!(
+        svc.live_processes(),
+        vec![pid],
+        "exactly one generation is alive"
+    );
+    assert_eq!(
+        fd_count(pid),
+        fds_after_first,
+        "fd count is flat across restarts"
+    );
     assert!(zombie_children(pid).is_empty());
-    let zombies: Vec<_> = processes().into_iter().filter(|p| p.state == 'Z' && p.ppid == std::process::id()).map(|p| p.pid).collect();
+    let zombies: Vec<_> = processes()
+        .into_iter()
+        .filter(|p| p.state == 'Z' && p.ppid == std::process::id())
+        .map(|p| p.pid)
+        .collect();
     reap();
     // Everything that exited was reaped by the test's reaper; nothing of ours is left as a zombie.
     for z in zombies {
@@ -122,13 +168,25 @@ fn corrupt_state_file_is_set_aside_and_the_service_starts_fresh() {
     let aside: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("counter.state.corrupt-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("counter.state.corrupt-")
+        })
         .collect();
     assert_eq!(aside.len(), 1, "set aside, once");
-    assert_eq!(fs::read(aside[0].path()).unwrap(), garbage, "kept byte for byte");
+    assert_eq!(
+        fs::read(aside[0].path()).unwrap(),
+        garbage,
+        "kept byte for byte"
+    );
     let lines = svc.wait_log("unusable", 1);
     assert_eq!(lines.len(), 1, "one clear log line");
-    assert!(lines[0].contains("moved to") && lines[0].contains("initial state"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("moved to") && lines[0].contains("initial state"),
+        "{}",
+        lines[0]
+    );
 
     // The next graceful exit writes a good file in its place.
     svc.hit();

@@ -29,12 +29,16 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new() -> Self {
-        Tracker { count: watch::Sender::new(0) }
+        Tracker {
+            count: watch::Sender::new(0),
+        }
     }
 
     pub(crate) fn enter(&self) -> WorkGuard {
         self.count.send_modify(|n| *n += 1);
-        WorkGuard { count: self.count.clone() }
+        WorkGuard {
+            count: self.count.clone(),
+        }
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -44,7 +48,9 @@ impl Tracker {
     /// Waits until no work is live, up to `limit`; returns how much was still live then.
     pub(crate) async fn idle(&self, limit: Duration) -> usize {
         let mut rx = self.count.subscribe();
-        let idle = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await.is_ok();
+        let idle = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
         if idle {
             0
         } else {

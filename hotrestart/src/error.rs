@@ -17,7 +17,11 @@ pub enum Error {
     /// A snapshot could not be decoded: corrupt, truncated, foreign, or from a newer format.
     Snapshot { reason: String },
     /// A `#[persist]` field's type changed between the writer and this build.
-    TypeChanged { field: String, stored: String, expected: String },
+    TypeChanged {
+        field: String,
+        stored: String,
+        expected: String,
+    },
     /// A `#[persist]` field's value could not be (de)serialized.
     Field { field: String, reason: String },
     /// The state file could not be read or written.
@@ -34,13 +38,20 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub(crate) fn handoff(reason: impl Into<String>) -> Self {
-        Error::Handoff { reason: reason.into() }
+        Error::Handoff {
+            reason: reason.into(),
+        }
     }
     pub(crate) fn snapshot(reason: impl Into<String>) -> Self {
-        Error::Snapshot { reason: reason.into() }
+        Error::Snapshot {
+            reason: reason.into(),
+        }
     }
 }
 

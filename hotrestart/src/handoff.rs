@@ -79,7 +79,10 @@ pub(crate) async fn read_frame(chan: &mut UnixStream, limit: u64) -> io::Result<
     if len > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} frame of {len} bytes exceeds the limit of {limit}", tag_name(tag)),
+            format!(
+                "{} frame of {len} bytes exceeds the limit of {limit}",
+                tag_name(tag)
+            ),
         ));
     }
     let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
@@ -110,7 +113,10 @@ pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
 pub(crate) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
     let mut pos = 0usize;
     let mut take = |n: usize| -> Result<&[u8], String> {
-        let end = pos.checked_add(n).filter(|&e| e <= p.len()).ok_or("HELLO is truncated")?;
+        let end = pos
+            .checked_add(n)
+            .filter(|&e| e <= p.len())
+            .ok_or("HELLO is truncated")?;
         let out = &p[pos..end];
         pos = end;
         Ok(out)
@@ -120,7 +126,8 @@ pub(crate) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
     let mut names = Vec::with_capacity(count.min(MAX_FDS));
     for _ in 0..count {
         let len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
-        let name = String::from_utf8(take(len)?.to_vec()).map_err(|_| "a listener name is not UTF-8")?;
+        let name =
+            String::from_utf8(take(len)?.to_vec()).map_err(|_| "a listener name is not UTF-8")?;
         names.push(name);
     }
     if pos != p.len() {
@@ -130,11 +137,21 @@ pub(crate) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
 }
 
 /// Parent side: sends HELLO with the listening sockets attached.
-pub(crate) fn send_hello(chan: &StdUnixStream, generation: u64, listeners: &[(String, OwnedFd)]) -> Result<()> {
+pub(crate) fn send_hello(
+    chan: &StdUnixStream,
+    generation: u64,
+    listeners: &[(String, OwnedFd)],
+) -> Result<()> {
     if listeners.len() > MAX_FDS {
-        return Err(Error::handoff(format!("{} listeners; at most {MAX_FDS} can be handed over", listeners.len())));
+        return Err(Error::handoff(format!(
+            "{} listeners; at most {MAX_FDS} can be handed over",
+            listeners.len()
+        )));
     }
-    let hello = Hello { generation, names: listeners.iter().map(|(n, _)| n.clone()).collect() };
+    let hello = Hello {
+        generation,
+        names: listeners.iter().map(|(n, _)| n.clone()).collect(),
+    };
     let payload = encode_hello(&hello);
     let head = header(TAG_HELLO, payload.len() as u64);
     let fds: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
@@ -142,21 +159,29 @@ pub(crate) fn send_hello(chan: &StdUnixStream, generation: u64, listeners: &[(St
     let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
     let cmsgs: &[_] = if fds.is_empty() { &[] } else { &cmsgs };
     let total = head.len() + payload.len();
-    let sent = nix::sys::socket::sendmsg::<()>(chan.as_raw_fd(), &iov, cmsgs, nix::sys::socket::MsgFlags::empty(), None)
-        .map_err(|e| Error::io("sending HELLO", e.into()))?;
+    let sent = nix::sys::socket::sendmsg::<()>(
+        chan.as_raw_fd(),
+        &iov,
+        cmsgs,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| Error::io("sending HELLO", e.into()))?;
     if sent != total {
         // The socket buffer of a fresh socketpair holds far more than a HELLO; send the rest.
         let mut rest = Vec::with_capacity(total - sent);
         rest.extend_from_slice(&head);
         rest.extend_from_slice(&payload);
-        io::Write::write_all(&mut &*chan, &rest[sent..]).map_err(|e| Error::io("sending HELLO", e))?;
+        io::Write::write_all(&mut &*chan, &rest[sent..])
+            .map_err(|e| Error::io("sending HELLO", e))?;
     }
     Ok(())
 }
 
 /// Successor side: receives HELLO and the sockets, blocking up to [`HELLO_TIMEOUT`].
 pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> {
-    chan.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(|e| Error::io("handoff channel", e))?;
+    chan.set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(|e| Error::io("handoff channel", e))?;
     let mut head = [0u8; FRAME_HEADER];
     let mut fds = Vec::new();
     let got = {
@@ -169,7 +194,10 @@ pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> 
             nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
         )
         .map_err(|e| Error::handoff(format!("no HELLO from the previous process: {e}")))?;
-        for cmsg in msg.cmsgs().map_err(|e| Error::handoff(format!("bad control message: {e}")))? {
+        for cmsg in msg
+            .cmsgs()
+            .map_err(|e| Error::handoff(format!("bad control message: {e}")))?
+        {
             if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
                 for fd in received {
                     // SAFETY: the kernel just installed this fd in our table for us (SCM_RIGHTS);
@@ -184,26 +212,38 @@ pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> 
         msg.bytes
     };
     if got == 0 {
-        return Err(Error::handoff("the previous process closed the channel before HELLO"));
+        return Err(Error::handoff(
+            "the previous process closed the channel before HELLO",
+        ));
     }
     let mut reader = chan;
     reader
         .read_exact(&mut head[got..])
         .map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
     if head[0] != TAG_HELLO {
-        return Err(Error::handoff(format!("expected HELLO, got {}", tag_name(head[0]))));
+        return Err(Error::handoff(format!(
+            "expected HELLO, got {}",
+            tag_name(head[0])
+        )));
     }
     let len = u64::from_le_bytes(head[1..].try_into().unwrap());
     if len > MAX_CONTROL {
         return Err(Error::handoff(format!("HELLO of {len} bytes is too large")));
     }
     let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload).map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
+    reader
+        .read_exact(&mut payload)
+        .map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
     let hello = decode_hello(&payload).map_err(Error::handoff)?;
     if hello.names.len() != fds.len() {
-        return Err(Error::handoff(format!("HELLO names {} listeners but carries {} fds", hello.names.len(), fds.len())));
+        return Err(Error::handoff(format!(
+            "HELLO names {} listeners but carries {} fds",
+            hello.names.len(),
+            fds.len()
+        )));
     }
-    chan.set_read_timeout(None).map_err(|e| Error::io("handoff channel", e))?;
+    chan.set_read_timeout(None)
+        .map_err(|e| Error::io("handoff channel", e))?;
     Ok((hello, fds))
 }
 
@@ -213,11 +253,17 @@ mod tests {
 
     #[test]
     fn hello_round_trip_and_garbage() {
-        let hello = Hello { generation: 7, names: vec!["http".into(), "admin".into()] };
+        let hello = Hello {
+            generation: 7,
+            names: vec!["http".into(), "admin".into()],
+        };
         let bytes = encode_hello(&hello);
         assert_eq!(decode_hello(&bytes).unwrap(), hello);
         for cut in 0..bytes.len() {
-            assert!(decode_hello(&bytes[..cut]).is_err(), "prefix of {cut} bytes accepted");
+            assert!(
+                decode_hello(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes accepted"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);
@@ -232,7 +278,13 @@ mod tests {
         let fd: OwnedFd = listener.into();
         send_hello(&a, 3, &[("http".to_owned(), fd)]).unwrap();
         let (hello, fds) = recv_hello(&b).unwrap();
-        assert_eq!(hello, Hello { generation: 3, names: vec!["http".into()] });
+        assert_eq!(
+            hello,
+            Hello {
+                generation: 3,
+                names: vec!["http".into()]
+            }
+        );
         let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
         assert_eq!(got.local_addr().unwrap(), addr);
     }
@@ -242,7 +294,10 @@ mod tests {
         let (a, b) = StdUnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
-        let (mut a, mut b) = (UnixStream::from_std(a).unwrap(), UnixStream::from_std(b).unwrap());
+        let (mut a, mut b) = (
+            UnixStream::from_std(a).unwrap(),
+            UnixStream::from_std(b).unwrap(),
+        );
         a.write_all(&header(TAG_SNAPSHOT, u64::MAX)).await.unwrap();
         let err = read_frame(&mut b, MAX_CONTROL).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -38,6 +38,10 @@ impl HookContext {
 }
 
 /// What a hook may return: `()` or a `Result` whose error is displayed in the log.
+#[diagnostic::on_unimplemented(
+    message = "a `#[before_restart]` hook must return `()` or `Result<(), E>` with `E: Display`, not `{Self}`",
+    label = "this return type"
+)]
 pub trait HookOutput {
     fn into_result(self) -> Result<(), String>;
 }
@@ -60,7 +64,12 @@ pub(crate) async fn run_all(cx: &HookContext, why: &str) {
     for hook in HOOKS.iter() {
         let started = std::time::Instant::now();
         match (hook.run)(cx).await {
-            Ok(()) => tracing::debug!(hook = hook.name, why, elapsed_ms = started.elapsed().as_millis() as u64, "before_restart hook done"),
+            Ok(()) => tracing::debug!(
+                hook = hook.name,
+                why,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "before_restart hook done"
+            ),
             Err(e) => tracing::warn!(hook = hook.name, why, "before_restart hook failed: {e}"),
         }
     }

@@ -100,7 +100,10 @@ where
     }
     let left = hot.inner_work_idle().await;
     if left > 0 {
-        tracing::warn!(left, "connections still open after the drain timeout: closing them");
+        tracing::warn!(
+            left,
+            "connections still open after the drain timeout: closing them"
+        );
     }
     Ok(())
 }

@@ -103,7 +103,8 @@ impl Adopted {
     /// Reads and removes every hotrestart and socket-activation variable. Must run while the
     /// process has a single thread.
     pub(crate) fn from_env() -> Adopted {
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()));
+        let exe = std::env::current_exe()
+            .unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()));
         let args = std::env::args_os().skip(1).collect();
         let mut adopted = Adopted {
             generation: 0,
@@ -129,11 +130,17 @@ impl Adopted {
             },
         }
         for (key, value) in std::env::vars_os() {
-            if key.to_str().is_some_and(|k| k.starts_with("HOTRESTART_")) && !sys::INTERNAL_ENV.iter().any(|v| key == *v) {
+            if key.to_str().is_some_and(|k| k.starts_with("HOTRESTART_"))
+                && !sys::INTERNAL_ENV.iter().any(|v| key == *v)
+            {
                 adopted.operator_env.push((key, value));
             }
         }
-        let remove: Vec<OsString> = adopted.operator_env.iter().map(|(k, _)| k.clone()).collect();
+        let remove: Vec<OsString> = adopted
+            .operator_env
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in sys::INTERNAL_ENV.iter().map(OsString::from).chain(remove) {
             std::env::remove_var(key);
         }
@@ -141,7 +148,10 @@ impl Adopted {
     }
 
     fn operator_value(&self, key: &str) -> Option<&OsString> {
-        self.operator_env.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.operator_env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 }
 
@@ -150,19 +160,28 @@ fn adopt_handoff(text: &str) -> Result<(u64, StdUnixStream, Vec<(String, OwnedFd
         reason: format!("{}={text:?} is not an fd number", sys::ENV_HANDOFF_FD),
     })?;
     if fd < 3 || !sys::fd_is_open(fd) {
-        return Err(Error::Environment { reason: format!("{}={fd} is not an open fd", sys::ENV_HANDOFF_FD) });
+        return Err(Error::Environment {
+            reason: format!("{}={fd} is not an open fd", sys::ENV_HANDOFF_FD),
+        });
     }
     sys::set_cloexec(fd, true).map_err(|e| Error::io("handoff channel", e))?;
     // SAFETY: the fd is open (checked above) and was handed to this process by its predecessor
     // for exactly this purpose; nothing else in the process refers to it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&owned)).map_err(|reason| Error::Environment { reason })?;
+    let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&owned))
+        .map_err(|reason| Error::Environment { reason })?;
     if kind.domain != libc::AF_UNIX || kind.ty != libc::SOCK_STREAM {
-        return Err(Error::Environment { reason: format!("handoff fd {fd} is a {}", kind.describe()) });
+        return Err(Error::Environment {
+            reason: format!("handoff fd {fd} is a {}", kind.describe()),
+        });
     }
     let chan = StdUnixStream::from(owned);
     let (hello, fds) = handoff::recv_hello(&chan)?;
-    Ok((hello.generation, chan, hello.names.into_iter().zip(fds).collect()))
+    Ok((
+        hello.generation,
+        chan,
+        hello.names.into_iter().zip(fds).collect(),
+    ))
 }
 
 impl Hot {
@@ -219,7 +238,11 @@ impl Hot {
     /// is never unlinked on handover.
     pub fn unix(&self, name: &str, path: impl AsRef<Path>) -> Result<tokio::net::UnixListener> {
         self.adopt_error()?;
-        self.inner.listeners.lock().unwrap().unix(name, path.as_ref())
+        self.inner
+            .listeners
+            .lock()
+            .unwrap()
+            .unix(name, path.as_ref())
     }
 
     /// The UDP socket named `name`, bound to `addr` at a first start.
@@ -255,12 +278,17 @@ impl Hot {
         let any: Arc<dyn Any + Send + Sync> = state.clone();
         let _ = self.inner.ready.set(ReadyState { save, any });
         self.inner.ready_tx.send_replace(true);
-        tracing::info!(generation = self.inner.generation, pid = std::process::id(), "ready");
+        tracing::info!(
+            generation = self.inner.generation,
+            pid = std::process::id(),
+            "ready"
+        );
         Ok(state)
     }
 
     async fn take_over<S: State>(&self, chan: StdUnixStream, state: &mut S) -> Result<()> {
-        chan.set_nonblocking(true).map_err(|e| Error::io("handoff channel", e))?;
+        chan.set_nonblocking(true)
+            .map_err(|e| Error::io("handoff channel", e))?;
         let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
         let limit = self.inner.options.ready_timeout;
         let received = tokio::time::timeout(limit, async {
@@ -269,18 +297,34 @@ impl Hot {
         })
         .await;
         match received {
-            Ok(Ok(Frame { tag: handoff::TAG_SNAPSHOT, payload })) => {
+            Ok(Ok(Frame {
+                tag: handoff::TAG_SNAPSHOT,
+                payload,
+            })) => {
                 let bytes = payload.len();
                 if let Err(e) = snapshot::restore(state, payload) {
                     tracing::error!("refusing the previous process's snapshot: {e}");
-                    let _ = handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes()).await;
+                    let _ = handoff::write_frame(
+                        &mut chan,
+                        handoff::TAG_REJECT,
+                        e.to_string().as_bytes(),
+                    )
+                    .await;
                     return Err(e);
                 }
-                tracing::info!(state_bytes = bytes, "state received from the previous process");
+                tracing::info!(
+                    state_bytes = bytes,
+                    "state received from the previous process"
+                );
             }
             Ok(Ok(frame)) => {
-                let e = Error::handoff(format!("expected SNAPSHOT, got {}", handoff::tag_name(frame.tag)));
-                let _ = handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes()).await;
+                let e = Error::handoff(format!(
+                    "expected SNAPSHOT, got {}",
+                    handoff::tag_name(frame.tag)
+                ));
+                let _ =
+                    handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes())
+                        .await;
                 return Err(e);
             }
             Ok(Err(e)) => {
@@ -307,7 +351,9 @@ impl Hot {
     }
 
     fn cold_restore(&self, state: &mut dyn State) {
-        let Some(path) = &self.inner.options.state_file else { return };
+        let Some(path) = &self.inner.options.state_file else {
+            return;
+        };
         let failure = match state_file::read(path) {
             Ok(None) => {
                 tracing::info!(path = %path.display(), "no state file: starting with the initial state");
@@ -343,7 +389,11 @@ impl Hot {
     /// serving), [`Error::RestartInProgress`] if one is already running.
     pub async fn restart(&self) -> Result<Restarted> {
         let (tx, rx) = oneshot::channel();
-        self.inner.restart_tx.send(tx).await.map_err(|_| Error::ShuttingDown)?;
+        self.inner
+            .restart_tx
+            .send(tx)
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
@@ -400,18 +450,30 @@ impl Hot {
             tracing::info!(generation = self.inner.generation, "handed over; exiting");
             return;
         }
-        let Some(ready) = self.inner.ready.get() else { return };
+        let Some(ready) = self.inner.ready.get() else {
+            return;
+        };
         let left = self.inner.work.idle(self.inner.options.drain_timeout).await;
         if left > 0 {
             tracing::warn!(left, "work still live after the drain timeout");
         }
-        hooks::run_all(&HookContext { state: ready.any.clone() }, "exit").await;
-        let Some(path) = &self.inner.options.state_file else { return };
+        hooks::run_all(
+            &HookContext {
+                state: ready.any.clone(),
+            },
+            "exit",
+        )
+        .await;
+        let Some(path) = &self.inner.options.state_file else {
+            return;
+        };
         if !self.inner.state_file_writable.load(Ordering::Relaxed) {
             tracing::error!(path = %path.display(), "not writing the state file: an unusable one is in the way");
             return;
         }
-        match snapshot::encode(&*ready.save).and_then(|bytes| state_file::write_atomic(path, &bytes).map(|()| bytes.len())) {
+        match snapshot::encode(&*ready.save)
+            .and_then(|bytes| state_file::write_atomic(path, &bytes).map(|()| bytes.len()))
+        {
             Ok(bytes) => tracing::info!(path = %path.display(), state_bytes = bytes, "state saved"),
             Err(e) => tracing::error!("state not saved: {e}"),
         }
@@ -452,7 +514,11 @@ async fn next_trigger(signals: &mut Signals, calls: &mut mpsc::Receiver<RestartR
 
 /// Owns the restart triggers: one restart at a time; triggers during one are coalesced
 /// (signals) or refused (calls).
-async fn supervise(inner: Arc<Inner>, mut signals: Signals, mut calls: mpsc::Receiver<RestartReply>) {
+async fn supervise(
+    inner: Arc<Inner>,
+    mut signals: Signals,
+    mut calls: mpsc::Receiver<RestartReply>,
+) {
     let mut ready = inner.ready_tx.subscribe();
     tokio::select! {
         _ = ready.wait_for(|r| *r) => {}
@@ -568,7 +634,10 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 }
             }
             inner.phase.send_replace(Phase::Serving);
-            tracing::warn!("restart rolled back: {reason}; pid {} keeps serving", std::process::id());
+            tracing::warn!(
+                "restart rolled back: {reason}; pid {} keeps serving",
+                std::process::id()
+            );
             Err(Error::RolledBack { reason })
         }
     }
@@ -584,10 +653,14 @@ async fn handover(
     let ready = inner.ready.get().ok_or("the service is not ready yet")?;
     let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
     let (ours, theirs) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let child = spawn(inner, &theirs, generation).map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
+    let child = spawn(inner, &theirs, generation)
+        .map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
     drop(theirs);
     let pid = child.id().unwrap_or(0);
-    let s = successor.insert(Successor { child: Some(child), pid });
+    let s = successor.insert(Successor {
+        child: Some(child),
+        pid,
+    });
     tracing::info!(pid, generation, "successor started");
     let child = s.child.as_mut().expect("armed");
     let hello = {
@@ -600,8 +673,20 @@ async fn handover(
     ours.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut chan = UnixStream::from_std(ours).map_err(|e| e.to_string())?;
 
-    expect(&mut chan, child, pid, deadline, inner.options.ready_timeout, handoff::TAG_PREPARED).await?;
-    tracing::debug!(pid, init_ms = started.elapsed().as_secs_f64() * 1e3, "successor prepared: quiescing");
+    expect(
+        &mut chan,
+        child,
+        pid,
+        deadline,
+        inner.options.ready_timeout,
+        handoff::TAG_PREPARED,
+    )
+    .await?;
+    tracing::debug!(
+        pid,
+        init_ms = started.elapsed().as_secs_f64() * 1e3,
+        "successor prepared: quiescing"
+    );
 
     *quiesced_at = Some(Instant::now());
     inner.phase.send_replace(Phase::Quiesced);
@@ -609,8 +694,15 @@ async fn handover(
     if left > 0 {
         tracing::warn!(left, "connections still open after the drain timeout: snapshot taken anyway, their later changes are lost");
     }
-    hooks::run_all(&HookContext { state: ready.any.clone() }, "restart").await;
-    let frame = snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
+    hooks::run_all(
+        &HookContext {
+            state: ready.any.clone(),
+        },
+        "restart",
+    )
+    .await;
+    let frame =
+        snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
     tokio::select! {
         sent = handoff::write_frame(&mut chan, handoff::TAG_SNAPSHOT, &frame) => {
             if let Err(e) = sent {
@@ -622,7 +714,16 @@ async fn handover(
             return Err(format!("successor pid {pid} did not take the snapshot within the ready timeout"))
         }
     }
-    match expect(&mut chan, child, pid, deadline, inner.options.ready_timeout, handoff::TAG_READY).await {
+    match expect(
+        &mut chan,
+        child,
+        pid,
+        deadline,
+        inner.options.ready_timeout,
+        handoff::TAG_READY,
+    )
+    .await
+    {
         Ok(()) => Ok(frame.len()),
         Err(e) => Err(e),
     }
@@ -732,16 +833,25 @@ where
     // Before the runtime exists: the process has one thread, so changing the environment is sound.
     let adopted = Adopted::from_env();
     let mut options = main.options;
-    for (var, slot) in [(sys::ENV_READY_TIMEOUT, &mut options.ready_timeout), (sys::ENV_DRAIN_TIMEOUT, &mut options.drain_timeout)] {
+    for (var, slot) in [
+        (sys::ENV_READY_TIMEOUT, &mut options.ready_timeout),
+        (sys::ENV_DRAIN_TIMEOUT, &mut options.drain_timeout),
+    ] {
         if let Some(text) = adopted.operator_value(var) {
             match text.to_str().map(crate::options::parse_duration) {
                 Some(Ok(d)) => *slot = d,
-                _ => eprintln!("hotrestart: ignoring {var}={text:?}: expected a duration like 5s or 250ms"),
+                _ => eprintln!(
+                    "hotrestart: ignoring {var}={text:?}: expected a duration like 5s or 250ms"
+                ),
             }
         }
     }
     if let Some(path) = adopted.operator_value(sys::ENV_STATE_FILE) {
-        options.state_file = if path.is_empty() { None } else { Some(PathBuf::from(path)) };
+        options.state_file = if path.is_empty() {
+            None
+        } else {
+            Some(PathBuf::from(path))
+        };
     }
     let mut builder = if main.current_thread {
         tokio::runtime::Builder::new_current_thread()
@@ -751,7 +861,10 @@ where
     if let (false, Some(n)) = (main.current_thread, main.worker_threads) {
         builder.worker_threads(n);
     }
-    let runtime = builder.enable_all().build().expect("building the tokio runtime");
+    let runtime = builder
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
     let out = runtime.block_on(async move {
         let hot = Hot::start(options, adopted);
         let out = hot.run_body(body).await;

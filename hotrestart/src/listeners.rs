@@ -22,7 +22,10 @@ pub(crate) struct Listeners {
 
 impl Listeners {
     pub(crate) fn inherit(inherited: Vec<(String, OwnedFd)>) -> Self {
-        Listeners { inherited, active: Vec::new() }
+        Listeners {
+            inherited,
+            active: Vec::new(),
+        }
     }
 
     /// The sockets a successor gets.
@@ -37,9 +40,16 @@ impl Listeners {
 
     fn take_inherited(&mut self, name: &str) -> Result<Option<OwnedFd>> {
         if self.active.iter().any(|(n, _)| n == name) {
-            return Err(listener_error(name, "is already in use in this process (each name is claimed once)"));
+            return Err(listener_error(
+                name,
+                "is already in use in this process (each name is claimed once)",
+            ));
         }
-        Ok(self.inherited.iter().position(|(n, _)| n == name).map(|i| self.inherited.remove(i).1))
+        Ok(self
+            .inherited
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| self.inherited.remove(i).1))
     }
 
     fn activate(&mut self, name: &str, fd: &impl AsFd) -> Result<()> {
@@ -51,19 +61,27 @@ impl Listeners {
         Ok(())
     }
 
-    pub(crate) fn tcp(&mut self, name: &str, addr: impl ToSocketAddrs) -> Result<tokio::net::TcpListener> {
+    pub(crate) fn tcp(
+        &mut self,
+        name: &str,
+        addr: impl ToSocketAddrs,
+    ) -> Result<tokio::net::TcpListener> {
         let std = match self.take_inherited(name)? {
             Some(fd) => {
                 check(name, &fd, "a TCP listening socket", |k| {
-                    (k.domain == libc::AF_INET || k.domain == libc::AF_INET6) && k.ty == libc::SOCK_STREAM && k.listening
+                    (k.domain == libc::AF_INET || k.domain == libc::AF_INET6)
+                        && k.ty == libc::SOCK_STREAM
+                        && k.listening
                 })?;
                 std::net::TcpListener::from(fd)
             }
             None => bind_tcp(name, addr)?,
         };
-        std.set_nonblocking(true).map_err(|e| Error::io(format!("listener `{name}`"), e))?;
+        std.set_nonblocking(true)
+            .map_err(|e| Error::io(format!("listener `{name}`"), e))?;
         self.activate(name, &std)?;
-        tokio::net::TcpListener::from_std(std).map_err(|e| Error::io(format!("listener `{name}`"), e))
+        tokio::net::TcpListener::from_std(std)
+            .map_err(|e| Error::io(format!("listener `{name}`"), e))
     }
 
     pub(crate) fn unix(&mut self, name: &str, path: &Path) -> Result<tokio::net::UnixListener> {
@@ -76,44 +94,62 @@ impl Listeners {
             }
             None => {
                 remove_stale_socket(path);
-                std::os::unix::net::UnixListener::bind(path)
-                    .map_err(|e| listener_error(name, format!("cannot bind {}: {e}", path.display())))?
+                std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+                    listener_error(name, format!("cannot bind {}: {e}", path.display()))
+                })?
             }
         };
-        std.set_nonblocking(true).map_err(|e| Error::io(format!("listener `{name}`"), e))?;
+        std.set_nonblocking(true)
+            .map_err(|e| Error::io(format!("listener `{name}`"), e))?;
         self.activate(name, &std)?;
-        tokio::net::UnixListener::from_std(std).map_err(|e| Error::io(format!("listener `{name}`"), e))
+        tokio::net::UnixListener::from_std(std)
+            .map_err(|e| Error::io(format!("listener `{name}`"), e))
     }
 
-    pub(crate) fn udp(&mut self, name: &str, addr: impl ToSocketAddrs) -> Result<tokio::net::UdpSocket> {
+    pub(crate) fn udp(
+        &mut self,
+        name: &str,
+        addr: impl ToSocketAddrs,
+    ) -> Result<tokio::net::UdpSocket> {
         let std = match self.take_inherited(name)? {
             Some(fd) => {
                 check(name, &fd, "a UDP socket", |k| {
-                    (k.domain == libc::AF_INET || k.domain == libc::AF_INET6) && k.ty == libc::SOCK_DGRAM
+                    (k.domain == libc::AF_INET || k.domain == libc::AF_INET6)
+                        && k.ty == libc::SOCK_DGRAM
                 })?;
                 std::net::UdpSocket::from(fd)
             }
             None => {
                 let addr = resolve(name, addr)?;
-                std::net::UdpSocket::bind(addr).map_err(|e| listener_error(name, format!("cannot bind {addr}: {e}")))?
+                std::net::UdpSocket::bind(addr)
+                    .map_err(|e| listener_error(name, format!("cannot bind {addr}: {e}")))?
             }
         };
-        std.set_nonblocking(true).map_err(|e| Error::io(format!("listener `{name}`"), e))?;
+        std.set_nonblocking(true)
+            .map_err(|e| Error::io(format!("listener `{name}`"), e))?;
         self.activate(name, &std)?;
         tokio::net::UdpSocket::from_std(std).map_err(|e| Error::io(format!("listener `{name}`"), e))
     }
 }
 
 fn listener_error(name: &str, reason: impl Into<String>) -> Error {
-    Error::Listener { name: name.to_owned(), reason: reason.into() }
+    Error::Listener {
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn check(name: &str, fd: &OwnedFd, want: &str, ok: impl Fn(&SocketKind) -> bool) -> Result<()> {
-    let kind = sys::socket_kind(fd.as_fd()).map_err(|reason| listener_error(name, format!("inherited {reason}")))?;
+    let kind = sys::socket_kind(fd.as_fd())
+        .map_err(|reason| listener_error(name, format!("inherited {reason}")))?;
     if !ok(&kind) {
         return Err(listener_error(
             name,
-            format!("inherited fd {} is a {}, expected {want}", fd.as_raw_fd(), kind.describe()),
+            format!(
+                "inherited fd {} is a {}, expected {want}",
+                fd.as_raw_fd(),
+                kind.describe()
+            ),
         ));
     }
     Ok(())
@@ -129,7 +165,11 @@ fn resolve(name: &str, addr: impl ToSocketAddrs) -> Result<SocketAddr> {
 fn bind_tcp(name: &str, addr: impl ToSocketAddrs) -> Result<std::net::TcpListener> {
     let addr = resolve(name, addr)?;
     let bind = || -> io::Result<std::net::TcpListener> {
-        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(BACKLOG)?;
@@ -142,7 +182,9 @@ fn bind_tcp(name: &str, addr: impl ToSocketAddrs) -> Result<std::net::TcpListene
 /// so that bind reports the conflict.
 fn remove_stale_socket(path: &Path) {
     use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
     if meta.file_type().is_socket() {
         if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
             if e.kind() == io::ErrorKind::ConnectionRefused {
@@ -155,7 +197,9 @@ fn remove_stale_socket(path: &Path) {
 /// Takes the sockets passed by systemd socket activation (or `systemfd`): `LISTEN_FDS` fds from
 /// fd 3, named by `LISTEN_FDNAMES`. `LISTEN_PID`, when set, must be this process.
 pub(crate) fn from_listen_fds() -> Result<Vec<(String, OwnedFd)>> {
-    let Ok(count) = std::env::var(sys::ENV_LISTEN_FDS) else { return Ok(Vec::new()) };
+    let Ok(count) = std::env::var(sys::ENV_LISTEN_FDS) else {
+        return Ok(Vec::new());
+    };
     if let Ok(pid) = std::env::var(sys::ENV_LISTEN_PID) {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
             tracing::info!(listen_pid = %pid, "LISTEN_PID names another process: ignoring LISTEN_FDS");
@@ -166,7 +210,9 @@ pub(crate) fn from_listen_fds() -> Result<Vec<(String, OwnedFd)>> {
         reason: format!("LISTEN_FDS={count:?} is not a number"),
     })?;
     if !(0..=1024).contains(&count) {
-        return Err(Error::Environment { reason: format!("LISTEN_FDS={count} is out of range") });
+        return Err(Error::Environment {
+            reason: format!("LISTEN_FDS={count} is out of range"),
+        });
     }
     let names: Vec<String> = std::env::var(sys::ENV_LISTEN_FDNAMES)
         .map(|n| n.split(':').map(str::to_owned).collect())
@@ -183,7 +229,11 @@ pub(crate) fn from_listen_fds() -> Result<Vec<(String, OwnedFd)>> {
         // SAFETY: fd is open (checked above) and LISTEN_FDS hands its ownership to this process;
         // nothing else in the process refers to it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = names.get(i as usize).filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| "unknown".to_owned());
+        let name = names
+            .get(i as usize)
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_owned());
         fds.push((name, owned));
     }
     Ok(fds)

@@ -24,26 +24,37 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ready_timeout: DEFAULT_READY_TIMEOUT, drain_timeout: DEFAULT_DRAIN_TIMEOUT, state_file: None }
+        Options {
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            state_file: None,
+        }
     }
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h` (an integer and a unit).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("expected a whole number and a unit, like `5s` or `250ms`, got `{text}`"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("expected a whole number and a unit, like `5s` or `250ms`, got `{text}`")
+    })?;
     let ms = match unit.trim() {
         "ms" => Some(n),
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        other => return Err(format!("unknown unit `{other}` in `{text}`: use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use ms, s, m or h"
+            ))
+        }
     };
-    ms.map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long"))
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 #[cfg(test)]

@@ -53,7 +53,10 @@ pub struct SnapshotWriter {
 
 impl Default for SnapshotWriter {
     fn default() -> Self {
-        SnapshotWriter { body: 0u32.to_le_bytes().to_vec(), count: 0 }
+        SnapshotWriter {
+            body: 0u32.to_le_bytes().to_vec(),
+            count: 0,
+        }
     }
 }
 
@@ -67,8 +70,10 @@ impl SnapshotWriter {
         self.body.extend_from_slice(&0u64.to_le_bytes());
         let start = self.body.len();
         let body = std::mem::take(&mut self.body);
-        self.body = postcard::to_extend(value, body)
-            .map_err(|e| Error::Field { field: name.to_owned(), reason: format!("cannot serialize: {e}") })?;
+        self.body = postcard::to_extend(value, body).map_err(|e| Error::Field {
+            field: name.to_owned(),
+            reason: format!("cannot serialize: {e}"),
+        })?;
         let len = (self.body.len() - start) as u64;
         self.body[len_at..start].copy_from_slice(&len.to_le_bytes());
         self.count += 1;
@@ -120,7 +125,10 @@ impl SnapshotReader {
             return Err(Error::snapshot("not a hotrestart snapshot (bad magic)"));
         }
         if frame.len() < HEADER_LEN {
-            return Err(Error::snapshot(format!("truncated header ({} bytes)", frame.len())));
+            return Err(Error::snapshot(format!(
+                "truncated header ({} bytes)",
+                frame.len()
+            )));
         }
         let version = u32::from_le_bytes(frame[8..12].try_into().unwrap());
         if version > FORMAT_VERSION {
@@ -151,7 +159,10 @@ impl SnapshotReader {
     /// default), [`Error::TypeChanged`] when it was written as another type.
     pub fn take<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>> {
         let Some(entry) = self.fields.get_mut(name) else {
-            tracing::info!(field = name, "#[persist] field not in the snapshot: it keeps its initial value");
+            tracing::info!(
+                field = name,
+                "#[persist] field not in the snapshot: it keeps its initial value"
+            );
             return Ok(None);
         };
         entry.taken = true;
@@ -164,8 +175,10 @@ impl SnapshotReader {
             });
         }
         let bytes = &self.frame[HEADER_LEN + entry.value.start..HEADER_LEN + entry.value.end];
-        let value = postcard::from_bytes(bytes)
-            .map_err(|e| Error::Field { field: name.to_owned(), reason: format!("cannot decode: {e}") })?;
+        let value = postcard::from_bytes(bytes).map_err(|e| Error::Field {
+            field: name.to_owned(),
+            reason: format!("cannot decode: {e}"),
+        })?;
         Ok(Some(value))
     }
 
@@ -188,31 +201,54 @@ fn index_fields(body: &[u8]) -> Result<BTreeMap<String, Entry>, String> {
         let type_name = read_str(body, &mut pos)?;
         let len = read_u64(body, &mut pos)?;
         let len = usize::try_from(len).map_err(|_| "field length overflows".to_owned())?;
-        let end = pos.checked_add(len).filter(|&e| e <= body.len()).ok_or("field value runs past the end")?;
-        if fields.insert(name.clone(), Entry { type_name, value: pos..end, taken: false }).is_some() {
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= body.len())
+            .ok_or("field value runs past the end")?;
+        if fields
+            .insert(
+                name.clone(),
+                Entry {
+                    type_name,
+                    value: pos..end,
+                    taken: false,
+                },
+            )
+            .is_some()
+        {
             return Err(format!("field `{name}` appears twice"));
         }
         pos = end;
     }
     if pos != body.len() {
-        return Err(format!("{} bytes of trailing data after the last field", body.len() - pos));
+        return Err(format!(
+            "{} bytes of trailing data after the last field",
+            body.len() - pos
+        ));
     }
     Ok(fields)
 }
 
 fn take_bytes<'a>(body: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], String> {
-    let end = pos.checked_add(n).filter(|&e| e <= body.len()).ok_or("unexpected end of snapshot body")?;
+    let end = pos
+        .checked_add(n)
+        .filter(|&e| e <= body.len())
+        .ok_or("unexpected end of snapshot body")?;
     let out = &body[*pos..end];
     *pos = end;
     Ok(out)
 }
 
 fn read_u32(body: &[u8], pos: &mut usize) -> Result<u32, String> {
-    Ok(u32::from_le_bytes(take_bytes(body, pos, 4)?.try_into().unwrap()))
+    Ok(u32::from_le_bytes(
+        take_bytes(body, pos, 4)?.try_into().unwrap(),
+    ))
 }
 
 fn read_u64(body: &[u8], pos: &mut usize) -> Result<u64, String> {
-    Ok(u64::from_le_bytes(take_bytes(body, pos, 8)?.try_into().unwrap()))
+    Ok(u64::from_le_bytes(
+        take_bytes(body, pos, 8)?.try_into().unwrap(),
+    ))
 }
 
 fn read_str(body: &[u8], pos: &mut usize) -> Result<String, String> {
@@ -254,9 +290,15 @@ mod tests {
             let hits = r.take::<AtomicU64>("hits")?;
             let names = r.take::<Mutex<HashMap<String, u32>>>("names")?;
             let legacy = r.take::<String>("legacy")?;
-            if let Some(v) = hits { self.hits = v; }
-            if let Some(v) = names { self.names = v; }
-            if let Some(v) = legacy { self.legacy = v; }
+            if let Some(v) = hits {
+                self.hits = v;
+            }
+            if let Some(v) = names {
+                self.names = v;
+            }
+            if let Some(v) = legacy {
+                self.legacy = v;
+            }
             Ok(())
         }
     }
@@ -275,8 +317,12 @@ mod tests {
         fn restore(&mut self, r: &mut SnapshotReader) -> Result<()> {
             let hits = r.take::<AtomicU64>("hits")?;
             let added = r.take::<Vec<u8>>("added")?;
-            if let Some(v) = hits { self.hits = v; }
-            if let Some(v) = added { self.added = v; }
+            if let Some(v) = hits {
+                self.hits = v;
+            }
+            if let Some(v) = added {
+                self.added = v;
+            }
             Ok(())
         }
     }
@@ -294,8 +340,12 @@ mod tests {
         fn restore(&mut self, r: &mut SnapshotReader) -> Result<()> {
             let other = r.take::<u8>("other")?;
             let hits = r.take::<String>("hits")?;
-            if let Some(v) = other { self.other = v; }
-            if let Some(v) = hits { self.hits = v; }
+            if let Some(v) = other {
+                self.other = v;
+            }
+            if let Some(v) = hits {
+                self.hits = v;
+            }
             Ok(())
         }
     }
@@ -304,7 +354,10 @@ mod tests {
         let s = V1::default();
         s.hits.store(42, Ordering::Relaxed);
         s.names.lock().unwrap().insert("a".into(), 1);
-        V1 { legacy: "old".into(), ..s }
+        V1 {
+            legacy: "old".into(),
+            ..s
+        }
     }
 
     #[test]
@@ -320,10 +373,17 @@ mod tests {
     #[test]
     fn new_field_takes_its_default() {
         let frame = encode(&v1()).unwrap();
-        let mut v2 = V2 { added: vec![7], ..Default::default() };
+        let mut v2 = V2 {
+            added: vec![7],
+            ..Default::default()
+        };
         restore(&mut v2, frame).unwrap();
         assert_eq!(v2.hits.load(Ordering::Relaxed), 42);
-        assert_eq!(v2.added, vec![7], "a field the snapshot lacks keeps its constructed value");
+        assert_eq!(
+            v2.added,
+            vec![7],
+            "a field the snapshot lacks keeps its constructed value"
+        );
     }
 
     #[test]
@@ -333,16 +393,28 @@ mod tests {
         let mut reader = SnapshotReader::new(frame).unwrap();
         let mut v2 = V2::default();
         v2.restore(&mut reader).unwrap();
-        let ignored: Vec<_> = reader.fields.iter().filter(|(_, e)| !e.taken).map(|(n, _)| n.as_str()).collect();
+        let ignored: Vec<_> = reader
+            .fields
+            .iter()
+            .filter(|(_, e)| !e.taken)
+            .map(|(n, _)| n.as_str())
+            .collect();
         assert_eq!(ignored, ["legacy", "names"]);
     }
 
     #[test]
     fn changed_type_is_an_error_and_restores_nothing() {
         let frame = encode(&v1()).unwrap();
-        let mut v3 = V3 { hits: "untouched".into(), other: 0 };
+        let mut v3 = V3 {
+            hits: "untouched".into(),
+            other: 0,
+        };
         match restore(&mut v3, frame) {
-            Err(Error::TypeChanged { field, stored, expected }) => {
+            Err(Error::TypeChanged {
+                field,
+                stored,
+                expected,
+            }) => {
                 assert_eq!(field, "hits");
                 assert_eq!(stored, "core::sync::atomic::AtomicU64");
                 assert_eq!(expected, "alloc::string::String");
@@ -363,14 +435,20 @@ mod tests {
             ("truncated", frame[..frame.len() - 3].to_vec(), "truncated"),
             ("empty", Vec::new(), "magic"),
             ("foreign", b"{\"hits\": 3}".to_vec(), "magic"),
-            ("newer", {
-                let mut f = frame.clone();
-                f[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-                f
-            }, "format version 2"),
+            (
+                "newer",
+                {
+                    let mut f = frame.clone();
+                    f[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+                    f
+                },
+                "format version 2",
+            ),
         ];
         for (what, bytes, needle) in cases {
-            let err = SnapshotReader::new(bytes).err().unwrap_or_else(|| panic!("{what} accepted"));
+            let err = SnapshotReader::new(bytes)
+                .err()
+                .unwrap_or_else(|| panic!("{what} accepted"));
             assert!(err.to_string().contains(needle), "{what}: {err}");
         }
     }

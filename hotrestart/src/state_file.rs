@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 fn state_error(path: &Path, reason: impl Into<String>) -> Error {
-    Error::StateFile { path: path.to_owned(), reason: reason.into() }
+    Error::StateFile {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Reads the file; `Ok(None)` when there is none.
@@ -41,13 +44,20 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| state_error(path, "is not a file path"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| state_error(path, "is not a file path"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -72,7 +82,10 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
     }
@@ -86,7 +99,8 @@ mod tests {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o500)).unwrap();
         let result = write_atomic(&path, b"new");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
-        if nix::unistd::geteuid().is_root() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
             // root ignores directory permissions; nothing to prove here.
             return;
         }

@@ -35,7 +35,11 @@ pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    let new = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
     // SAFETY: as above.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, new) } < 0 {
         return Err(io::Error::last_os_error());
@@ -81,7 +85,13 @@ fn sockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<i32> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: value and len point to live locals of the sizes the kernel is told.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut value as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -105,6 +115,11 @@ pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind, String> {
     }
     let domain = sockopt_int(raw, libc::SO_DOMAIN).map_err(|e| format!("fd {raw}: {e}"))?;
     let ty = sockopt_int(raw, libc::SO_TYPE).map_err(|e| format!("fd {raw}: {e}"))?;
-    let listening = sockopt_int(raw, libc::SO_ACCEPTCONN).map_err(|e| format!("fd {raw}: {e}"))? != 0;
-    Ok(SocketKind { domain, ty, listening })
+    let listening =
+        sockopt_int(raw, libc::SO_ACCEPTCONN).map_err(|e| format!("fd {raw}: {e}"))? != 0;
+    Ok(SocketKind {
+        domain,
+        ty,
+        listening,
+    })
 }

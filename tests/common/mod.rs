@@ -60,7 +60,10 @@ pub fn wait_exit(pid: u32, limit: Duration) -> i32 {
         if let Some(code) = exit_code(pid) {
             return code;
         }
-        assert!(start.elapsed() < limit, "pid {pid} did not exit within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "pid {pid} did not exit within {limit:?}"
+        );
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -70,12 +73,20 @@ pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is missing: `cargo test` builds the examples; or run `cargo build --examples`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds the examples; or run `cargo build --examples`",
+        path.display()
+    );
     path
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running counter service: its own directory, binary copy, port, state file and log.
@@ -109,7 +120,10 @@ impl Service {
             bin,
             dir,
             first_pid: 0,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         service.first_pid = service.spawn();
         service
@@ -117,7 +131,11 @@ impl Service {
 
     /// Starts the binary (again) with the same port, state file and log.
     pub fn spawn(&self) -> u32 {
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let fork = FORK_LOCK.lock().unwrap();
         let child = Command::new(&self.bin)
             .current_dir(self.dir.path())
@@ -144,7 +162,11 @@ impl Service {
     pub fn wait_serving(&self) {
         let start = Instant::now();
         while get(self.addr(), "/").map(|r| r.status) != Ok(200) {
-            assert!(start.elapsed() < WAIT, "service did not start; log:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < WAIT,
+                "service did not start; log:\n{}",
+                self.log_text()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -169,7 +191,11 @@ impl Service {
     pub fn signal(&self, pid: u32, sig: i32) {
         // SAFETY: kill with integer arguments; `pid` is a process this test started (or its
         // successor, which is our child by subreaping).
-        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill({pid}, {sig})");
+        assert_eq!(
+            unsafe { libc::kill(pid as i32, sig) },
+            0,
+            "kill({pid}, {sig})"
+        );
     }
 
     /// Waits until a pid other than `old` answers.
@@ -181,7 +207,11 @@ impl Service {
                     return r.pid;
                 }
             }
-            assert!(start.elapsed() < WAIT, "no new pid after {WAIT:?}; log:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < WAIT,
+                "no new pid after {WAIT:?}; log:\n{}",
+                self.log_text()
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -191,7 +221,12 @@ impl Service {
         let old = self.pid();
         self.signal(old, libc::SIGHUP);
         let new = self.wait_new_pid(old);
-        assert_eq!(wait_exit(old, WAIT), 0, "old generation {old} must exit 0; log:\n{}", self.log_text());
+        assert_eq!(
+            wait_exit(old, WAIT),
+            0,
+            "old generation {old} must exit 0; log:\n{}",
+            self.log_text()
+        );
         new
     }
 
@@ -203,11 +238,20 @@ impl Service {
     pub fn wait_log(&self, needle: &str, n: usize) -> Vec<String> {
         let start = Instant::now();
         loop {
-            let lines: Vec<String> = self.log_text().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect();
+            let lines: Vec<String> = self
+                .log_text()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_owned)
+                .collect();
             if lines.len() >= n {
                 return lines;
             }
-            assert!(start.elapsed() < WAIT, "log never had {n}x {needle:?}:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < WAIT,
+                "log never had {n}x {needle:?}:\n{}",
+                self.log_text()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -228,7 +272,11 @@ impl Service {
 
     /// Live (non-zombie) processes running a binary from this service's directory.
     pub fn live_processes(&self) -> Vec<u32> {
-        processes().into_iter().filter(|p| p.state != 'Z' && p.exe.starts_with(self.dir.path())).map(|p| p.pid).collect()
+        processes()
+            .into_iter()
+            .filter(|p| p.state != 'Z' && p.exe.starts_with(self.dir.path()))
+            .map(|p| p.pid)
+            .collect()
     }
 }
 
@@ -254,21 +302,36 @@ pub struct Proc {
 pub fn processes() -> Vec<Proc> {
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let mut rest = stat[close + 2..].split(' ');
         let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         let exe = fs::read_link(entry.path().join("exe")).unwrap_or_default();
-        out.push(Proc { pid, ppid, state, exe });
+        out.push(Proc {
+            pid,
+            ppid,
+            state,
+            exe,
+        });
     }
     out
 }
 
 /// Children of `pid` that are zombies.
 pub fn zombie_children(pid: u32) -> Vec<u32> {
-    processes().into_iter().filter(|p| p.ppid == pid && p.state == 'Z').map(|p| p.pid).collect()
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid && p.state == 'Z')
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Open fds of `pid`: the smallest of several readings, so a connection that is just closing
@@ -296,19 +359,31 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
 
 /// One HTTP/1.1 request on a new connection (`Connection: close`), every step bounded.
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<Response, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
     parse_response(&raw)
 }
 
 pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("incomplete response: {text:?}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("incomplete response: {text:?}"))?;
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -323,7 +398,11 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
             }
         }
     }
-    Ok(Response { status, pid, body: body.to_owned() })
+    Ok(Response {
+        status,
+        pid,
+        body: body.to_owned(),
+    })
 }
 
 /// Background load: `POST /hit` in a loop on new connections, until stopped (or a hard cap of
@@ -356,14 +435,22 @@ impl Load {
                 }
             }
         });
-        Load { stop, acked, failures, thread: Some(thread) }
+        Load {
+            stop,
+            acked,
+            failures,
+            thread: Some(thread),
+        }
     }
 
     /// Stops the load; returns (acknowledged hits, failures).
     pub fn finish(mut self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
-        (self.acked.load(Ordering::SeqCst), self.failures.lock().unwrap().clone())
+        (
+            self.acked.load(Ordering::SeqCst),
+            self.failures.lock().unwrap().clone(),
+        )
     }
 }
 
