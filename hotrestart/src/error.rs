@@ -4,8 +4,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// Everything that can go wrong in hotrestart, as a matchable enum.
-#[derive(Debug)]
+/// Everything that can go wrong in hotrestart, as a matchable enum. `Debug` prints the message,
+/// so `main` returning this error tells the operator what happened in words.
 #[non_exhaustive]
 pub enum Error {
     /// A system call failed.
@@ -75,6 +75,12 @@ impl fmt::Display for Error {
             Error::RolledBack { reason } => write!(f, "restart rolled back: {reason}"),
             Error::ShuttingDown => f.write_str("the process is shutting down"),
         }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -70,6 +70,7 @@ struct Inner {
     operator_env: Vec<(OsString, OsString)>,
     listeners: Mutex<Listeners>,
     adopt_error: Mutex<Option<Error>>,
+    notes: Mutex<Vec<String>>,
     predecessor: Mutex<Option<StdUnixStream>>,
     phase: watch::Sender<Phase>,
     work: Tracker,
@@ -94,6 +95,8 @@ pub(crate) struct Adopted {
     listeners: Vec<(String, OwnedFd)>,
     predecessor: Option<StdUnixStream>,
     error: Option<Error>,
+    /// Said before any log subscriber could exist; logged at the first use of `Hot`.
+    notes: Vec<String>,
     operator_env: Vec<(OsString, OsString)>,
     exe: PathBuf,
     args: Vec<OsString>,
@@ -111,20 +114,24 @@ impl Adopted {
             listeners: Vec::new(),
             predecessor: None,
             error: None,
+            notes: Vec::new(),
             operator_env: Vec::new(),
             exe,
             args,
         };
         match std::env::var(sys::ENV_HANDOFF_FD) {
-            Ok(fd) => match adopt_handoff(&fd) {
-                Ok((generation, chan, fds)) => {
-                    adopted.generation = generation;
-                    adopted.predecessor = Some(chan);
-                    adopted.listeners = fds;
+            Ok(fd) => {
+                match adopt_handoff(&fd) {
+                    Ok((generation, chan, fds)) => {
+                        adopted.notes.push(format!("generation {generation}: adopted {} socket(s) from the previous process", fds.len()));
+                        adopted.generation = generation;
+                        adopted.predecessor = Some(chan);
+                        adopted.listeners = fds;
+                    }
+                    Err(e) => adopted.error = Some(e),
                 }
-                Err(e) => adopted.error = Some(e),
-            },
-            Err(_) => match listeners::from_listen_fds() {
+            }
+            Err(_) => match listeners::from_listen_fds(&mut adopted.notes) {
                 Ok(fds) => adopted.listeners = fds,
                 Err(e) => adopted.error = Some(e),
             },
@@ -195,6 +202,7 @@ impl Hot {
             operator_env: adopted.operator_env,
             listeners: Mutex::new(Listeners::inherit(adopted.listeners)),
             adopt_error: Mutex::new(adopted.error),
+            notes: Mutex::new(adopted.notes),
             predecessor: Mutex::new(adopted.predecessor),
             phase: watch::Sender::new(Phase::Serving),
             work: Tracker::new(),
@@ -221,9 +229,16 @@ impl Hot {
     }
 
     fn adopt_error(&self) -> Result<()> {
+        self.flush_notes();
         match self.inner.adopt_error.lock().unwrap().take() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    fn flush_notes(&self) {
+        for note in self.inner.notes.lock().unwrap().drain(..) {
+            tracing::info!("{note}");
         }
     }
 
@@ -262,6 +277,7 @@ impl Hot {
     /// Fails when the snapshot cannot be restored (e.g. a `#[persist]` field changed type):
     /// the previous process then keeps serving, and this one should exit.
     pub async fn ready<S: State>(&self, mut state: S) -> Result<Arc<S>> {
+        self.flush_notes();
         if self.inner.ready.get().is_some() {
             return Err(Error::handoff("Hot::ready was called twice"));
         }

@@ -196,13 +196,16 @@ fn remove_stale_socket(path: &Path) {
 
 /// Takes the sockets passed by systemd socket activation (or `systemfd`): `LISTEN_FDS` fds from
 /// fd 3, named by `LISTEN_FDNAMES`. `LISTEN_PID`, when set, must be this process.
-pub(crate) fn from_listen_fds() -> Result<Vec<(String, OwnedFd)>> {
+/// Runs before any log subscriber exists: what it has to say goes into `notes`.
+pub(crate) fn from_listen_fds(notes: &mut Vec<String>) -> Result<Vec<(String, OwnedFd)>> {
     let Ok(count) = std::env::var(sys::ENV_LISTEN_FDS) else {
         return Ok(Vec::new());
     };
     if let Ok(pid) = std::env::var(sys::ENV_LISTEN_PID) {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-            tracing::info!(listen_pid = %pid, "LISTEN_PID names another process: ignoring LISTEN_FDS");
+            notes.push(format!(
+                "LISTEN_PID={pid} names another process: ignoring LISTEN_FDS={count}"
+            ));
             return Ok(Vec::new());
         }
     }
@@ -236,5 +239,8 @@ pub(crate) fn from_listen_fds() -> Result<Vec<(String, OwnedFd)>> {
             .unwrap_or_else(|| "unknown".to_owned());
         fds.push((name, owned));
     }
+    notes.push(format!(
+        "adopted {count} socket(s) from socket activation: {names:?}"
+    ));
     Ok(fds)
 }

@@ -102,18 +102,30 @@ pub struct Service {
 
 impl Service {
     pub fn start(env: &[(&str, &str)]) -> Service {
+        Service::start_example("counter", env)
+    }
+
+    /// Starts example `name` from a copy of its binary, waiting until it serves.
+    pub fn start_example(name: &str, env: &[(&str, &str)]) -> Service {
+        let mut service = Service::prepare(name, env);
+        service.first_pid = service.spawn();
+        service
+    }
+
+    /// Copies example `name` into a new directory, without starting it.
+    pub fn prepare(name: &str, env: &[(&str, &str)]) -> Service {
         SUBREAPER.call_once(|| {
             // SAFETY: prctl with integer arguments only changes this process's attributes.
             let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
             assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER failed");
         });
         let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("counter");
+        let bin = dir.path().join(name);
         {
-            let _fork = FORK_LOCK.lock().unwrap();
-            fs::copy(example("counter"), &bin).unwrap();
+            let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            fs::copy(example(name), &bin).unwrap();
         }
-        let mut service = Service {
+        Service {
             port: free_port(),
             state_file: dir.path().join("counter.state"),
             log: dir.path().join("counter.log"),
@@ -124,20 +136,45 @@ impl Service {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        service.first_pid = service.spawn();
-        service
+        }
     }
 
-    /// Starts the binary (again) with the same port, state file and log.
+    /// Starts the binary (again) with the same port, state file and log; waits until it serves.
     pub fn spawn(&self) -> u32 {
+        let pid = self.spawn_with(None);
+        self.wait_serving();
+        pid
+    }
+
+    /// Starts the binary without waiting. `fd3`, if given, is passed as fd 3 (socket activation).
+    pub fn spawn_with(&self, fd3: Option<std::os::fd::RawFd>) -> u32 {
+        use std::os::unix::process::CommandExt;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let fork = FORK_LOCK.lock().unwrap();
-        let child = Command::new(&self.bin)
+        let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut command = Command::new(&self.bin);
+        if let Some(fd) = fd3 {
+            // SAFETY: runs between fork and exec and calls only dup2/fcntl, which are async-signal-safe;
+            // dup2 leaves the new fd 3 without close-on-exec, so it crosses exec.
+            unsafe {
+                command.pre_exec(move || {
+                    // dup2(3, 3) would keep close-on-exec set: clear the flag instead.
+                    let rc = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .current_dir(self.dir.path())
             .env("PORT", self.port.to_string())
             .env("HOTRESTART_STATE_FILE", &self.state_file)
@@ -151,7 +188,6 @@ impl Service {
         drop(fork);
         let pid = child.id();
         drop(child); // statuses come from the reaper
-        self.wait_serving();
         pid
     }
 
@@ -259,15 +295,16 @@ impl Service {
     /// Replaces the binary on disk the way a deploy does: write a new file, `mv` it over.
     pub fn replace_binary(&self, contents: &[u8]) {
         use std::os::unix::fs::PermissionsExt;
-        let tmp = self.dir.path().join("counter.new");
-        let _fork = FORK_LOCK.lock().unwrap();
+        let tmp = self.dir.path().join("binary.new");
+        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         fs::write(&tmp, contents).unwrap();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
         fs::rename(&tmp, &self.bin).unwrap();
     }
 
     pub fn restore_binary(&self) {
-        self.replace_binary(&fs::read(example("counter")).unwrap());
+        let name = self.bin.file_name().unwrap().to_str().unwrap();
+        self.replace_binary(&fs::read(example(name)).unwrap());
     }
 
     /// Live (non-zombie) processes running a binary from this service's directory.
