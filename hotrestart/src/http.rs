@@ -9,9 +9,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, Version};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -108,9 +110,19 @@ where
     Ok(())
 }
 
-/// How long a connection accepted just before a quiesce may take to send its first request:
-/// the client has connected and is about to send; closing it would fail that request.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+/// An HTTP/1 connection that was active this recently when its process stopped accepting may
+/// be about to send its next request: it gets this long to do so, and that request is served
+/// (answered with `connection: close`). One idle for longer is closed at once.
+pub const IDLE_GRACE: Duration = Duration::from_millis(250);
+
+/// What a connection's task knows of its requests.
+#[derive(Clone, Copy)]
+struct Activity {
+    in_flight: u32,
+    http2: bool,
+    /// Last request start or response end; the accept time before the first request.
+    last: Instant,
+}
 
 fn spawn_connection<I, S>(hot: &Hot, io: I, app: S)
 where
@@ -120,15 +132,41 @@ where
 {
     let guard = hot.track();
     let mut phase = hot.phase();
+    let response_phase = hot.phase();
     let drain = hot.options().drain_timeout;
-    let requests = Arc::new(watch::Sender::new(0u64));
-    let counter = requests.clone();
+    let activity = Arc::new(watch::Sender::new(Activity {
+        in_flight: 0,
+        http2: false,
+        last: Instant::now(),
+    }));
+    let tracked = activity.clone();
     tokio::spawn(async move {
         let _guard = guard;
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            counter.send_modify(|n| *n += 1);
-            let mut app = app.clone();
-            app.call(req.map(axum::body::Body::new))
+            let http2 = req.version() == Version::HTTP_2;
+            tracked.send_modify(|a| {
+                a.in_flight += 1;
+                a.http2 |= http2;
+                a.last = Instant::now();
+            });
+            let response = app.clone().call(req.map(axum::body::Body::new));
+            let tracked = tracked.clone();
+            let phase = response_phase.clone();
+            async move {
+                let mut response = response.await?;
+                if !http2 && *phase.borrow() != Phase::Serving {
+                    // This process is handing over: the client's next request goes to the next
+                    // process, on a new connection, instead of racing a close.
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                tracked.send_modify(|a| {
+                    a.in_flight -= 1;
+                    a.last = Instant::now();
+                });
+                Ok::<_, Infallible>(response)
+            }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -137,17 +175,35 @@ where
             _ = conn.as_mut() => return,
             _ = phase.wait_for(|p| *p != Phase::Serving) => {}
         }
-        // Quiesce or stop. A connection that has not sent its first request yet was accepted a
-        // moment ago: serve that request (then close) rather than fail it.
-        if *requests.borrow() == 0 {
-            let mut started = requests.subscribe();
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = tokio::time::timeout(FIRST_REQUEST_GRACE, started.wait_for(|n| *n > 0)) => {}
+        let deadline = tokio::time::Instant::now() + drain;
+        if !activity.borrow().http2 {
+            // HTTP/1: responses now carry `connection: close`, so hyper closes the connection
+            // after the request in flight, or after the next one the client was about to send.
+            let mut changes = activity.subscribe();
+            loop {
+                let now = *changes.borrow_and_update();
+                let idle_for = IDLE_GRACE.saturating_sub(now.last.elapsed());
+                if now.in_flight == 0 && idle_for.is_zero() {
+                    break;
+                }
+                let idle_deadline = if now.in_flight == 0 {
+                    tokio::time::Instant::now() + idle_for
+                } else {
+                    deadline
+                };
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep_until(idle_deadline.min(deadline)) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                }
             }
         }
-        // Finish the request in flight (hyper answers it with `connection: close`), then close.
+        // HTTP/2: GOAWAY, streams in flight finish. HTTP/1: close an idle connection.
         conn.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout(drain, conn).await;
+        let _ = tokio::time::timeout_at(deadline, conn).await;
     });
 }

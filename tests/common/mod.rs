@@ -5,6 +5,8 @@
 //! of the binary. No test may call `Child::wait`: statuses are read from the reaper only.
 #![allow(dead_code)]
 
+pub mod keepalive;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
