@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::error::{Error, Result};
@@ -30,6 +30,8 @@ pub(crate) const TAG_REJECT: u8 = 5;
 
 /// Largest control frame (anything but a snapshot).
 pub(crate) const MAX_CONTROL: u64 = 64 * 1024;
+/// Largest SNAPSHOT a successor accepts (16 GiB; the lifecycle's own limit has the same value).
+pub(crate) const MAX_SNAPSHOT: u64 = 16 << 30;
 /// Most fds one HELLO can carry (the kernel's SCM_MAX_FD).
 pub(crate) const MAX_FDS: usize = 253;
 /// How long a successor waits for its HELLO before giving up.
@@ -71,9 +73,29 @@ pub(crate) async fn write_frame(chan: &mut UnixStream, tag: u8, payload: &[u8]) 
 
 /// Reads one frame. `limit` bounds the payload; the buffer grows with the bytes that actually
 /// arrive, so a hostile length prefix cannot make it allocate.
-pub(crate) async fn read_frame(chan: &mut UnixStream, limit: u64) -> io::Result<Frame> {
+pub(crate) async fn read_frame<R>(chan: &mut R, limit: u64) -> io::Result<Frame>
+where
+    R: AsyncRead + Unpin,
+{
     let mut h = [0u8; FRAME_HEADER];
     chan.read_exact(&mut h).await?;
+    let (tag, len) = parse_header(&h, limit)?;
+    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+    let read = chan.take(len).read_to_end(&mut payload).await?;
+    if read as u64 != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{} frame truncated: the channel closed after {read} of {len} bytes",
+                tag_name(tag)
+            ),
+        ));
+    }
+    Ok(Frame { tag, payload })
+}
+
+/// Splits a frame header into tag and payload length, refusing a length over `limit`.
+fn parse_header(h: &[u8; FRAME_HEADER], limit: u64) -> io::Result<(u8, u64)> {
     let tag = h[0];
     let len = u64::from_le_bytes(h[1..].try_into().unwrap());
     if len > limit {
@@ -85,12 +107,7 @@ pub(crate) async fn read_frame(chan: &mut UnixStream, limit: u64) -> io::Result<
             ),
         ));
     }
-    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
-    let read = chan.take(len).read_to_end(&mut payload).await?;
-    if read as u64 != len {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(Frame { tag, payload })
+    Ok((tag, len))
 }
 
 /// What a successor learns first.
@@ -134,6 +151,18 @@ pub(crate) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
         return Err("trailing bytes after HELLO".into());
     }
     Ok(Hello { generation, names })
+}
+
+/// Checks HELLO's frame header; returns the payload length.
+fn check_hello_header(head: &[u8; FRAME_HEADER]) -> Result<u64, String> {
+    if head[0] != TAG_HELLO {
+        return Err(format!("expected HELLO, got {}", tag_name(head[0])));
+    }
+    let len = u64::from_le_bytes(head[1..].try_into().unwrap());
+    if len > MAX_CONTROL {
+        return Err(format!("HELLO of {len} bytes is too large"));
+    }
+    Ok(len)
 }
 
 /// Parent side: sends HELLO with the listening sockets attached.
@@ -220,16 +249,7 @@ pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> 
     reader
         .read_exact(&mut head[got..])
         .map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
-    if head[0] != TAG_HELLO {
-        return Err(Error::handoff(format!(
-            "expected HELLO, got {}",
-            tag_name(head[0])
-        )));
-    }
-    let len = u64::from_le_bytes(head[1..].try_into().unwrap());
-    if len > MAX_CONTROL {
-        return Err(Error::handoff(format!("HELLO of {len} bytes is too large")));
-    }
+    let len = check_hello_header(&head).map_err(Error::handoff)?;
     let mut payload = vec![0u8; len as usize];
     reader
         .read_exact(&mut payload)
@@ -245,6 +265,55 @@ pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> 
     chan.set_read_timeout(None)
         .map_err(|e| Error::io("handoff channel", e))?;
     Ok((hello, fds))
+}
+
+/// Decodes `bytes` the way both ends read the channel, for fuzzing and property tests: first
+/// as a HELLO (header and payload, as the successor reads it before anything else), then as a
+/// stream of frames read by the successor (SNAPSHOT allowed up to 16 GiB) and by the old
+/// process (control frames only), each payload decoded by its tag. Whatever the bytes, it must
+/// return: no panic, no hang, no allocation beyond a small multiple of `bytes.len()`.
+#[doc(hidden)]
+pub fn fuzz_channel(bytes: &[u8]) {
+    if let Some(head) = bytes.get(..FRAME_HEADER) {
+        let head: &[u8; FRAME_HEADER] = head.try_into().unwrap();
+        if let Ok(len) = check_hello_header(head) {
+            let rest = &bytes[FRAME_HEADER..];
+            if let Some(payload) = usize::try_from(len).ok().and_then(|n| rest.get(..n)) {
+                let _ = decode_hello(payload);
+            }
+        }
+    }
+    for limit in [MAX_SNAPSHOT, MAX_CONTROL] {
+        let mut reader = bytes;
+        // Reading from a slice never waits: each poll completes.
+        while let Some(Ok(frame)) = poll_now(read_frame(&mut reader, limit)) {
+            match frame.tag {
+                TAG_HELLO => {
+                    let _ = decode_hello(&frame.payload);
+                }
+                TAG_SNAPSHOT => crate::snapshot::fuzz_snapshot(&frame.payload),
+                TAG_REJECT => {
+                    let _ = String::from_utf8_lossy(&frame.payload);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Polls `fut` once; `None` if it is not ready (never, for reads from a slice).
+fn poll_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let fut = std::pin::pin!(fut);
+    match fut.poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
 }
 
 #[cfg(test)]

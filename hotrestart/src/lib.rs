@@ -54,6 +54,7 @@ mod hooks;
 pub mod http;
 mod lifecycle;
 mod listeners;
+mod notify;
 mod options;
 mod snapshot;
 mod state_file;

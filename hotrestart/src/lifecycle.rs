@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::handoff::{self, Frame};
 use crate::hooks::{self, HookContext};
 use crate::listeners::{self, Listeners};
+use crate::notify::Notifier;
 use crate::options::Options;
 use crate::snapshot::{self, State};
 use crate::{state_file, sys};
@@ -68,6 +69,7 @@ struct Inner {
     args: Vec<OsString>,
     /// `HOTRESTART_*` operator settings, removed from our environment, passed to successors.
     operator_env: Vec<(OsString, OsString)>,
+    notifier: Notifier,
     listeners: Mutex<Listeners>,
     adopt_error: Mutex<Option<Error>>,
     notes: Mutex<Vec<String>>,
@@ -97,6 +99,7 @@ pub(crate) struct Adopted {
     error: Option<Error>,
     /// Said before any log subscriber could exist; logged at the first use of `Hot`.
     notes: Vec<String>,
+    notify_socket: Option<OsString>,
     operator_env: Vec<(OsString, OsString)>,
     exe: PathBuf,
     args: Vec<OsString>,
@@ -115,6 +118,7 @@ impl Adopted {
             predecessor: None,
             error: None,
             notes: Vec::new(),
+            notify_socket: std::env::var_os(sys::ENV_NOTIFY_SOCKET),
             operator_env: Vec::new(),
             exe,
             args,
@@ -200,6 +204,7 @@ impl Hot {
             exe: adopted.exe,
             args: adopted.args,
             operator_env: adopted.operator_env,
+            notifier: Notifier::new(adopted.notify_socket),
             listeners: Mutex::new(Listeners::inherit(adopted.listeners)),
             adopt_error: Mutex::new(adopted.error),
             notes: Mutex::new(adopted.notes),
@@ -294,6 +299,8 @@ impl Hot {
         let any: Arc<dyn Any + Send + Sync> = state.clone();
         let _ = self.inner.ready.set(ReadyState { save, any });
         self.inner.ready_tx.send_replace(true);
+        self.inner.notifier.ready();
+        self.write_pid_file();
         tracing::info!(
             generation = self.inner.generation,
             pid = std::process::id(),
@@ -357,6 +364,21 @@ impl Hot {
             tracing::warn!("could not report READY to the previous process ({e}); serving anyway");
         }
         Ok(())
+    }
+
+    /// Each generation rewrites the PID file (atomically) once it serves.
+    fn write_pid_file(&self) {
+        let path = self
+            .inner
+            .operator_env
+            .iter()
+            .find(|(k, _)| k == sys::ENV_PID_FILE);
+        if let Some((_, path)) = path {
+            let pid = format!("{}\n", std::process::id());
+            if let Err(e) = state_file::write_atomic_mode(Path::new(path), pid.as_bytes(), 0o644) {
+                tracing::warn!("PID file not written: {e}");
+            }
+        }
     }
 
     fn close_unclaimed(&self) {
@@ -590,6 +612,9 @@ fn stop_before_ready(why: &str) -> ! {
 }
 
 fn stop(inner: &Inner, exit: Exit) {
+    if exit == Exit::Terminated {
+        inner.notifier.stopping();
+    }
     *inner.exit.lock().unwrap() = exit;
     inner.phase.send_replace(Phase::Stopping);
 }
@@ -650,6 +675,7 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 }
             }
             inner.phase.send_replace(Phase::Serving);
+            inner.notifier.ready();
             tracing::warn!(
                 "restart rolled back: {reason}; pid {} keeps serving",
                 std::process::id()
@@ -667,6 +693,7 @@ async fn handover(
     quiesced_at: &mut Option<Instant>,
 ) -> Result<usize, String> {
     let ready = inner.ready.get().ok_or("the service is not ready yet")?;
+    inner.notifier.reloading();
     let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
     let (ours, theirs) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let child = spawn(inner, &theirs, generation)
@@ -752,6 +779,7 @@ fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Res
         .env(sys::ENV_HANDOFF_FD, fd.to_string())
         .env(sys::ENV_GENERATION, generation.to_string())
         .envs(inner.operator_env.iter().map(|(k, v)| (k, v)))
+        .envs(inner.notifier.socket().map(|s| (sys::ENV_NOTIFY_SOCKET, s)))
         .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
     // async-signal-safe; it lets exactly the successor's end of the socketpair cross exec.

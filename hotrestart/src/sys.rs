@@ -17,6 +17,10 @@ pub(crate) const ENV_STATE_FILE: &str = "HOTRESTART_STATE_FILE";
 pub(crate) const ENV_LISTEN_FDS: &str = "LISTEN_FDS";
 pub(crate) const ENV_LISTEN_PID: &str = "LISTEN_PID";
 pub(crate) const ENV_LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+/// systemd's notification socket (`sd_notify`).
+pub(crate) const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+/// Operator setting: a PID file rewritten by each generation once it is ready.
+pub(crate) const ENV_PID_FILE: &str = "HOTRESTART_PID_FILE";
 /// First fd passed by socket activation.
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
 
@@ -27,6 +31,7 @@ pub(crate) const INTERNAL_ENV: &[&str] = &[
     ENV_LISTEN_FDS,
     ENV_LISTEN_PID,
     ENV_LISTEN_FDNAMES,
+    ENV_NOTIFY_SOCKET,
 ];
 
 pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {

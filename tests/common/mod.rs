@@ -24,7 +24,7 @@ static SUBREAPER: Once = Once::new();
 
 /// Held while a binary is written and while a process is spawned: a fork by another test
 /// thread while a binary file is open for writing would make its exec fail with ETXTBSY.
-static FORK_LOCK: Mutex<()> = Mutex::new(());
+pub static FORK_LOCK: Mutex<()> = Mutex::new(());
 
 fn statuses() -> &'static Mutex<HashMap<i32, i32>> {
     static S: OnceLock<Mutex<HashMap<i32, i32>>> = OnceLock::new();
@@ -498,4 +498,146 @@ pub const HANG: &[u8] = b"#!/bin/sh\nexec sleep 600\n";
 
 pub fn is_file(p: &Path) -> bool {
     p.is_file()
+}
+
+// ---- Fault injection (tests/faults.rs, tests/storm.rs, tests/state_file.rs) ----
+
+/// Runs in the forked child between fork and exec.
+pub type PreExec = Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>;
+
+impl Service {
+    /// Prepares the `faulty` example with its plan file (`<dir>/plan`, empty: no fault).
+    pub fn prepare_faulty(env: &[(&str, &str)]) -> Service {
+        let mut svc = Service::prepare("faulty", env);
+        let plan = svc.dir.path().join("plan");
+        fs::write(&plan, "").unwrap();
+        svc.env
+            .push(("FAULTY_PLAN".into(), plan.to_str().unwrap().to_owned()));
+        svc
+    }
+
+    /// Starts the `faulty` example, waiting until it serves.
+    pub fn start_faulty(env: &[(&str, &str)]) -> Service {
+        let mut svc = Service::prepare_faulty(env);
+        svc.first_pid = svc.spawn();
+        svc
+    }
+
+    /// Arms the faults of the `faulty` example (see its docs), replacing the previous plan.
+    pub fn plan(&self, words: &str) {
+        fs::write(self.dir.path().join("plan"), words).unwrap();
+    }
+
+    /// Starts the binary like `spawn_with(None)`, running `setup` in the child before exec.
+    pub fn spawn_with_setup(&self, setup: PreExec) -> u32 {
+        use std::os::unix::process::CommandExt;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut command = Command::new(&self.bin);
+        // SAFETY: the setups given by the tests only make system calls (setrlimit, signal,
+        // prctl), which are async-signal-safe, and allocate nothing.
+        unsafe {
+            command.pre_exec(setup);
+        }
+        let child = command
+            .current_dir(self.dir.path())
+            .env("PORT", self.port.to_string())
+            .env("HOTRESTART_STATE_FILE", &self.state_file)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        drop(fork);
+        let pid = child.id();
+        drop(child); // statuses come from the reaper
+        pid
+    }
+
+    /// How many log lines contain `needle` now.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The pid of the `n`th successor started (1-based), from the `successor started` lines.
+    pub fn successor_pid(&self, n: usize) -> u32 {
+        let lines = self.wait_log("successor started", n);
+        field(&lines[n - 1], "pid").expect("successor started has pid=")
+    }
+}
+
+/// The numeric value of `key=` in a log line.
+pub fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    let pat = format!(" {key}=");
+    let start = line.find(&pat)? + pat.len();
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Whether `pid` has neither exited nor been reaped.
+pub fn is_alive(pid: u32) -> bool {
+    exit_code(pid).is_none() && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// Whether this test runs as root, whom file permissions do not stop.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A `PreExec` that makes file permissions apply to root too: drops `CAP_DAC_OVERRIDE` and
+/// `CAP_DAC_READ_SEARCH` from the bounding set, so the exec'd program (and its successors)
+/// never has them.
+pub fn without_permission_override() -> PreExec {
+    Box::new(|| {
+        // linux/capability.h: CAP_DAC_OVERRIDE = 1, CAP_DAC_READ_SEARCH = 2.
+        for cap in [1, 2] {
+            // SAFETY: prctl with integer arguments changes only this (forked) process.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A `PreExec` that simulates a full disk: a write that would make a file larger than `bytes`
+/// fails (`EFBIG`, the process ignoring `SIGXFSZ`), as a write on a full filesystem fails with
+/// `ENOSPC` part-way through.
+pub fn file_size_limit(bytes: u64) -> PreExec {
+    Box::new(move || {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: setrlimit reads the local `limit`; signal installs SIG_IGN. Both are
+        // async-signal-safe and change only this (forked) process.
+        unsafe {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+        Ok(())
+    })
 }

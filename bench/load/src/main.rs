@@ -1,0 +1,441 @@
+//! hrbench: hotrestart against its peers, under load, in one run on one machine.
+//!
+//! `bench/run.sh` builds everything in release mode and runs this. It prints markdown tables:
+//! restarts under load (both client modes), restart latency without load, steady-state
+//! throughput against a plain axum server, and state handoff at scale against a raw
+//! socketpair copy.
+
+mod client;
+mod procs;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use client::{Mode, Outcome, Sample};
+
+struct Args {
+    restarts: usize,
+    duration: Duration,
+    connections: usize,
+    idle_restarts: usize,
+    only: Option<Vec<String>>,
+    state_sizes: Vec<usize>,
+    map_entries: usize,
+    root: PathBuf,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        restarts: 100,
+        duration: Duration::from_secs(40),
+        connections: 50,
+        idle_restarts: 30,
+        only: None,
+        state_sizes: vec![1 << 20, 64 << 20, 512 << 20],
+        map_entries: 1_000_000,
+        root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = |i: usize| args.get(i + 1).cloned().unwrap_or_else(|| panic!("{} needs a value", args[i]));
+        match args[i].as_str() {
+            "--quick" => {
+                a.restarts = 10;
+                a.duration = Duration::from_secs(8);
+                a.idle_restarts = 10;
+                a.state_sizes = vec![1 << 20, 64 << 20];
+                a.map_entries = 100_000;
+            }
+            "--restarts" => a.restarts = value(i).parse().unwrap(),
+            "--duration" => a.duration = Duration::from_secs(value(i).parse().unwrap()),
+            "--connections" => a.connections = value(i).parse().unwrap(),
+            "--only" => a.only = Some(value(i).split(',').map(str::to_owned).collect()),
+            "--no-state" => a.state_sizes.clear(),
+            other => panic!("unknown argument {other}"),
+        }
+        i += if args[i].starts_with("--quick") || args[i] == "--no-state" { 1 } else { 2 };
+    }
+    a
+}
+
+#[derive(Clone)]
+enum Trigger {
+    Signal(i32, &'static str),
+    Naive,
+    None,
+}
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    bin: PathBuf,
+    trigger: Trigger,
+    /// Whether the target hands its counter to the next process.
+    keeps_state: bool,
+}
+
+fn targets(root: &Path) -> Vec<Target> {
+    let peers = root.join("bench/peers/target/release");
+    vec![
+        Target { name: "hotrestart", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true },
+        Target { name: "shellflip", bin: peers.join("shellflip_counter"), trigger: Trigger::Signal(libc::SIGUSR1, "SIGUSR1"), keeps_state: false },
+        Target { name: "ecdysis", bin: peers.join("ecdysis_counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: false },
+        Target { name: "naive stop+start", bin: peers.join("plain_axum"), trigger: Trigger::Naive, keeps_state: false },
+    ]
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    target: Target,
+    addr: SocketAddr,
+    dir: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    async fn start(target: &Target, extra: &[(&str, String)]) -> Server {
+        let port = free_port();
+        let dir = procs::temp_dir(&format!("{}-{port}", target.name.replace(' ', "_")));
+        let log = dir.join("server.log");
+        let mut env = vec![
+            ("PORT".to_owned(), port.to_string()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+            ("HOTRESTART_STATE_FILE".to_owned(), dir.join("state").display().to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let server = Server { target: target.clone(), addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, log, env };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&self) {
+        procs::spawn(&self.target.bin, &self.env, &self.log);
+        let start = Instant::now();
+        while self.pid().await.is_none() {
+            assert!(start.elapsed() < Duration::from_secs(120), "{} did not start; log {}", self.target.name, self.log.display());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn pid(&self) -> Option<u32> {
+        client::once(self.addr, "GET", "/").await.ok().map(|r| r.pid)
+    }
+
+    /// Triggers one restart; returns (trigger instant, time until a new pid answered).
+    async fn restart(&self) -> Option<(Instant, Duration)> {
+        let old = self.pid().await?;
+        let t = Instant::now();
+        match self.target.trigger {
+            Trigger::Signal(sig, _) => procs::signal(old, sig),
+            Trigger::Naive => {
+                procs::signal(old, libc::SIGTERM);
+                while !procs::exited(old) {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                procs::spawn(&self.target.bin, &self.env, &self.log);
+            }
+            Trigger::None => return None,
+        }
+        loop {
+            if let Some(pid) = self.pid().await {
+                if pid != old {
+                    return Some((t, t.elapsed()));
+                }
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    fn stop(&self) {
+        procs::kill_all(&self.target.bin);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// `key=value` figures from hotrestart's "handed over" log lines.
+    fn handover_figures(&self, key: &str) -> Vec<f64> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("handed over to pid"))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).and_then(|v| v.parse().ok())))
+            .collect()
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct RunResult {
+    samples: Vec<Sample>,
+    reconnects: u64,
+    restarts_done: usize,
+    windows: Vec<(u64, u64)>,
+    ready_ms: Vec<f64>,
+    gap_ms: Vec<f64>,
+    final_count: Option<u64>,
+    wall: Duration,
+}
+
+async fn run_load(target: &Target, mode: Mode, restarts: usize, args: &Args) -> RunResult {
+    let server = Server::start(target, &[]).await;
+    let t0 = Instant::now();
+    let until = t0 + args.duration;
+    let conns: Vec<_> = (0..args.connections).map(|_| tokio::spawn(client::drive(server.addr, mode, t0, until))).collect();
+    let mut windows = Vec::new();
+    let mut ready_ms = Vec::new();
+    let interval = args.duration / (restarts as u32 + 1);
+    for i in 0..restarts {
+        tokio::time::sleep_until((t0 + interval * (i as u32 + 1)).into()).await;
+        if let Some((t, took)) = server.restart().await {
+            let start = t.duration_since(t0).as_micros() as u64;
+            windows.push((start, start + took.as_micros() as u64 + 200_000));
+            ready_ms.push(took.as_secs_f64() * 1e3);
+        }
+    }
+    let mut samples = Vec::new();
+    let mut reconnects = 0;
+    for c in conns {
+        let s = c.await.unwrap();
+        samples.extend(s.samples);
+        reconnects += s.reconnects;
+    }
+    let wall = t0.elapsed();
+    let final_count = client::once(server.addr, "GET", "/count").await.ok().and_then(|r| r.body.trim().parse().ok());
+    let pids: std::collections::HashSet<u32> = samples.iter().filter(|s| s.pid != 0).map(|s| s.pid).collect();
+    let gap_ms = server.handover_figures("accept_gap_ms");
+    server.stop();
+    RunResult { samples, reconnects, restarts_done: pids.len().saturating_sub(1), windows, ready_ms, gap_ms, final_count, wall }
+}
+
+fn in_window(s: &Sample, windows: &[(u64, u64)]) -> bool {
+    windows.iter().any(|&(a, b)| s.start_us >= a && s.start_us <= b)
+}
+
+fn load_row(name: &str, mode: Mode, r: &RunResult, keeps_state: bool) -> String {
+    let count = |o: Outcome| r.samples.iter().filter(|s| s.outcome == o).count();
+    let ok = count(Outcome::Ok) as u64;
+    let mut steady: Vec<u64> = r.samples.iter().filter(|s| s.outcome == Outcome::Ok && !in_window(s, &r.windows)).map(|s| s.latency_us).collect();
+    let mut win: Vec<u64> = r.samples.iter().filter(|s| s.outcome == Outcome::Ok && in_window(s, &r.windows)).map(|s| s.latency_us).collect();
+    steady.sort_unstable();
+    win.sort_unstable();
+    let conservation = match (r.final_count, keeps_state) {
+        (Some(c), true) if c == ok => "exact".to_owned(),
+        (Some(c), true) => format!("{:+}", c as i64 - ok as i64),
+        (Some(c), false) => format!("n/a (lost {})", ok.saturating_sub(c)),
+        (None, _) => "no answer".to_owned(),
+    };
+    let mut ready = r.ready_ms.clone();
+    let mut gap = r.gap_ms.clone();
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} / {:.1} | {:.2} / {:.2} / {:.1} | {} | {:.1} | {} |",
+        mode.name(),
+        r.samples.len(),
+        count(Outcome::Refused),
+        count(Outcome::Reset),
+        count(Outcome::Timeout),
+        count(Outcome::Non2xx),
+        r.reconnects,
+        r.restarts_done,
+        pct(&steady, 0.5),
+        pct(&steady, 0.99),
+        pct(&steady, 1.0),
+        pct(&win, 0.5),
+        pct(&win, 0.99),
+        pct(&win, 1.0),
+        if gap.is_empty() { "—".to_owned() } else { format!("{:.2} / {:.2}", median(&mut gap), gap.iter().cloned().fold(0.0, f64::max)) },
+        median(&mut ready),
+        conservation,
+    )
+}
+
+async fn idle_restart_latency(target: &Target, n: usize) -> (f64, f64, Vec<f64>) {
+    let server = Server::start(target, &[]).await;
+    let mut took = Vec::new();
+    for _ in 0..n {
+        if let Some((_, d)) = server.restart().await {
+            took.push(d.as_secs_f64() * 1e3);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let internal = server.handover_figures("elapsed_ms");
+    server.stop();
+    let max = took.iter().cloned().fold(0.0, f64::max);
+    (median(&mut took), max, internal)
+}
+
+async fn throughput(target: &Target, mode: Mode, args: &Args) -> f64 {
+    let r = run_load(target, mode, 0, args).await;
+    r.samples.iter().filter(|s| s.outcome == Outcome::Ok).count() as f64 / r.wall.as_secs_f64()
+}
+
+/// Copies `bytes` through a Unix socketpair, writer and reader on two threads.
+fn raw_socketpair_copy(bytes: usize) -> Duration {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let data = vec![7u8; bytes];
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        for chunk in data.chunks(1 << 20) {
+            a.write_all(chunk).unwrap();
+        }
+    });
+    let mut got = Vec::with_capacity(1 << 20);
+    let mut buf = vec![0u8; 1 << 20];
+    while got.len() < bytes {
+        let n = b.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    writer.join().unwrap();
+    start.elapsed()
+}
+
+async fn state_row(args: &Args, label: &str, env: &[(&str, String)]) -> String {
+    let target = Target {
+        name: "state",
+        bin: args.root.join("bench/load/target/release/state_service"),
+        trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"),
+        keeps_state: true,
+    };
+    let server = Server::start(&target, env).await;
+    let old = server.pid().await.unwrap();
+    let base_old = procs::rss(old).unwrap_or(0);
+    let sampler = tokio::spawn(async move {
+        let (mut peak_old, mut peak_new, mut new_pid) = (0u64, 0u64, 0u32);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(120) {
+            match procs::rss(old) {
+                Some(r) => peak_old = peak_old.max(r),
+                None if new_pid != 0 => break,
+                None => {}
+            }
+            if new_pid == 0 {
+                new_pid = procs::children(old).into_iter().next().unwrap_or(0);
+            }
+            if new_pid != 0 {
+                peak_new = peak_new.max(procs::rss(new_pid).unwrap_or(0));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (peak_old, peak_new, new_pid)
+    });
+    let (_, took) = server.restart().await.expect("state handover");
+    // Let the old process exit, so the sampler sees the end.
+    let (peak_old, peak_new, new_pid) = sampler.await.unwrap();
+    let settled_new = procs::rss(new_pid).unwrap_or(0);
+    let bytes = server.handover_figures("state_bytes").first().cloned().unwrap_or(0.0);
+    let gap = server.handover_figures("accept_gap_ms").first().cloned().unwrap_or(f64::NAN);
+    server.stop();
+    let raw = raw_socketpair_copy(bytes as usize);
+    let mib = bytes / (1 << 20) as f64;
+    let tput = mib / (gap / 1e3);
+    let raw_tput = mib / raw.as_secs_f64();
+    format!(
+        "| {label} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+        mib,
+        gap,
+        took.as_secs_f64() * 1e3,
+        tput,
+        raw_tput,
+        tput / raw_tput,
+        (peak_old.saturating_sub(base_old)) as f64 / bytes,
+        (peak_new.saturating_sub(settled_new)) as f64 / bytes,
+    )
+}
+
+fn wanted(args: &Args, name: &str) -> bool {
+    args.only.as_ref().is_none_or(|o| o.iter().any(|n| name.starts_with(n.as_str())))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = parse_args();
+    procs::become_subreaper();
+    let reaper = tokio::spawn(async {
+        loop {
+            procs::reap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let all = targets(&args.root);
+    for t in all.iter().filter(|t| wanted(&args, t.name)) {
+        assert!(t.bin.exists(), "{} missing: run bench/run.sh, which builds it", t.bin.display());
+    }
+    println!(
+        "# hrbench — {} restarts in {}s under {} connections, per target and client mode\n",
+        args.restarts,
+        args.duration.as_secs(),
+        args.connections
+    );
+    println!("## Restarts under load\n");
+    println!("| target | client | requests | refused | reset | timeout | non-2xx | server-asked reconnects | restarts | steady p50/p99/max ms | restart-window p50/p99/max ms | accept gap med/max ms | trigger→new pid ms (median) | counter |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for t in all.iter().filter(|t| wanted(&args, t.name)) {
+        for mode in [Mode::KeepAlive, Mode::Close] {
+            let r = run_load(t, mode, args.restarts, &args).await;
+            println!("{}", load_row(t.name, mode, &r, t.keeps_state));
+        }
+    }
+
+    println!("\n## Restart latency, no load ({} restarts each)\n", args.idle_restarts);
+    println!("| target | trigger | trigger→new pid answering, median ms | max ms | internal trigger→READY median ms |");
+    println!("|---|---|---|---|---|");
+    for t in all.iter().filter(|t| wanted(&args, t.name)) {
+        let (med, max, mut internal) = idle_restart_latency(t, args.idle_restarts).await;
+        let trig = match t.trigger {
+            Trigger::Signal(_, n) => n,
+            Trigger::Naive => "SIGTERM + start",
+            Trigger::None => "-",
+        };
+        let internal = if internal.is_empty() { "—".to_owned() } else { format!("{:.2}", median(&mut internal)) };
+        println!("| {} | {trig} | {med:.2} | {max:.2} | {internal} |", t.name);
+    }
+
+    println!("\n## Steady-state throughput, no restart ({}s, {} connections)\n", args.duration.as_secs(), args.connections);
+    println!("| client | plain axum req/s | hotrestart req/s | ratio |");
+    println!("|---|---|---|---|");
+    let plain = Target { name: "plain axum", bin: args.root.join("bench/peers/target/release/plain_axum"), trigger: Trigger::None, keeps_state: false };
+    for mode in [Mode::KeepAlive, Mode::Close].into_iter().filter(|_| plain.bin.exists()) {
+        // Alternate the two, twice, and keep each one's best: the machine is noisy.
+        let mut p = 0f64;
+        let mut h = 0f64;
+        for _ in 0..2 {
+            p = p.max(throughput(&plain, mode, &args).await);
+            h = h.max(throughput(&all[0], mode, &args).await);
+        }
+        println!("| {} | {p:.0} | {h:.0} | {:.3} |", mode.name(), h / p);
+    }
+
+    if !args.state_sizes.is_empty() {
+        println!("\n## State handoff at scale\n");
+        println!("| state | snapshot MiB | accept gap ms | trigger→new pid ms | handoff MiB/s | raw socketpair MiB/s | ratio | old process peak extra / snapshot | successor peak extra / snapshot |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for &size in &args.state_sizes {
+            let label = format!("blob {} MiB", size >> 20);
+            println!("{}", state_row(&args, &label, &[("BIG_BLOB_BYTES", size.to_string())]).await);
+        }
+        let label = format!("map {} short strings", args.map_entries);
+        println!("{}", state_row(&args, &label, &[("BIG_MAP_ENTRIES", args.map_entries.to_string())]).await);
+    }
+    reaper.abort();
+}

@@ -1,0 +1,119 @@
+//! The counter under a systemd-like supervisor: socket activation with `LISTEN_PID`, and the
+//! `sd_notify` messages of a start, a hot restart and a stop; the PID file.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn recv(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn notifies_ready_reloading_mainpid_and_stopping_like_systemd_expects() {
+    let svc = Service::prepare("counter", &[]);
+    let notify_path = svc.dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+
+    // As systemd does after fork: LISTEN_PID is the service's own pid (`exec` keeps the shell's).
+    let log = std::fs::File::create(&svc.log).unwrap();
+    let guard = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\"")
+        .arg(&svc.bin)
+        .current_dir(svc.dir.path())
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "http")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("HOTRESTART_STATE_FILE", &svc.state_file)
+        .env("PORT", free_port().to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: between fork and exec, only dup2/fcntl, which are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let pid = command.spawn().unwrap().id();
+    drop(guard);
+    drop(listener);
+
+    assert_eq!(recv(&notify), format!("READY=1\nMAINPID={pid}"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        get(addr, "/").unwrap().pid,
+        pid,
+        "serves on the activated socket"
+    );
+
+    // SAFETY: kill on the process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let reloading = recv(&notify);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let ready = recv(&notify);
+    let new: u32 = ready
+        .strip_prefix("READY=1\nMAINPID=")
+        .expect(&ready)
+        .parse()
+        .unwrap();
+    assert_ne!(new, pid);
+    assert_eq!(get(addr, "/").unwrap().pid, new);
+    assert_eq!(wait_exit(pid, WAIT), 0);
+
+    // SAFETY: kill on the successor, our child by subreaping.
+    unsafe { libc::kill(new as i32, libc::SIGTERM) };
+    assert_eq!(recv(&notify), "STOPPING=1");
+    assert_eq!(wait_exit(new, WAIT), 0);
+}
+
+#[test]
+fn each_generation_rewrites_the_pid_file() {
+    let mut svc = Service::prepare("counter", &[]);
+    let pid_file = svc.dir.path().join("counter.pid");
+    svc.env.push((
+        "HOTRESTART_PID_FILE".into(),
+        pid_file.to_str().unwrap().into(),
+    ));
+    let first = svc.spawn();
+    let read = || {
+        std::fs::read_to_string(&pid_file)
+            .unwrap_or_default()
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    assert_eq!(read(), first);
+    let second = svc.hot_restart();
+    assert_eq!(read(), second);
+}
