@@ -13,6 +13,7 @@ use crate::errors::Errors;
 const READY_TIMEOUT: &str = "ready_timeout";
 const DRAIN_TIMEOUT: &str = "drain_timeout";
 const STATE_FILE: &str = "state_file";
+const CONTROL_SOCKET: &str = "control_socket";
 const FLAVOR: &str = "flavor";
 const WORKER_THREADS: &str = "worker_threads";
 
@@ -24,6 +25,7 @@ const KEYS: &[(&str, &str)] = &[
     (READY_TIMEOUT, "ready_timeout = \"30s\""),
     (DRAIN_TIMEOUT, "drain_timeout = \"10s\""),
     (STATE_FILE, "state_file = \"app.state\""),
+    (CONTROL_SOCKET, "control_socket = \"/run/app/control.sock\""),
     (FLAVOR, "flavor = \"multi_thread\""),
     (WORKER_THREADS, "worker_threads = 4"),
     (args::CRATE, "crate = \"hotrestart\""),
@@ -65,6 +67,7 @@ struct Config {
     ready_timeout: Option<Millis>,
     drain_timeout: Option<Millis>,
     state_file: Option<LitStr>,
+    control_socket: Option<LitStr>,
     flavor: Option<(Flavor, LitStr)>,
     worker_threads: Option<(usize, LitInt)>,
     krate: Option<TokenStream>,
@@ -102,7 +105,8 @@ fn parse_config(args: TokenStream, errors: &mut Errors) -> Config {
         match key.as_str() {
             READY_TIMEOUT => config.ready_timeout = duration(&meta, example, errors),
             DRAIN_TIMEOUT => config.drain_timeout = duration(&meta, example, errors),
-            STATE_FILE => config.state_file = state_file(&meta, example, errors),
+            STATE_FILE => config.state_file = path(STATE_FILE, &meta, example, errors),
+            CONTROL_SOCKET => config.control_socket = path(CONTROL_SOCKET, &meta, example, errors),
             FLAVOR => config.flavor = flavor(&meta, example, errors),
             WORKER_THREADS => config.worker_threads = worker_threads(&meta, example, errors),
             _ => config.krate = args::crate_path(&meta, errors),
@@ -183,12 +187,12 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("\"{text}\" is too long"))
 }
 
-fn state_file(meta: &Meta, example: &str, errors: &mut Errors) -> Option<LitStr> {
+fn path(key: &str, meta: &Meta, example: &str, errors: &mut Errors) -> Option<LitStr> {
     let lit = args::str_value(meta, example, errors)?;
     if lit.value().is_empty() {
         errors.spanned(
             lit,
-            "`state_file` is empty: give a path like \"app.state\", or remove the argument",
+            format_args!("`{key}` is empty: give a path like {example}, or remove the argument"),
         );
         return None;
     }
@@ -385,6 +389,9 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
     }
     if let Some(path) = &config.state_file {
         options.extend(quote!(.state_file(#path)));
+    }
+    if let Some(path) = &config.control_socket {
+        options.extend(quote!(.control_socket(#path)));
     }
     if let Some((Flavor::CurrentThread, _)) = &config.flavor {
         options.extend(quote!(.current_thread()));

@@ -60,7 +60,9 @@ struct ReadyState {
     any: Arc<dyn Any + Send + Sync>,
 }
 
-type RestartReply = oneshot::Sender<Result<Restarted>>;
+/// The outcome, and a unit of live work that keeps this process from exiting before the caller
+/// has passed the outcome on (e.g. written it to the control socket).
+type RestartReply = oneshot::Sender<(Result<Restarted>, WorkGuard)>;
 
 struct Inner {
     options: Options,
@@ -80,6 +82,9 @@ struct Inner {
     ready_tx: watch::Sender<bool>,
     restart_tx: mpsc::Sender<RestartReply>,
     exit: Mutex<Exit>,
+    started: Instant,
+    /// One line per restart this process attempted.
+    history: Mutex<Vec<String>>,
     /// False when a bad state file could not be moved aside: it must then not be overwritten.
     state_file_writable: AtomicBool,
 }
@@ -216,6 +221,8 @@ impl Hot {
             restart_tx,
             exit: Mutex::new(Exit::Running),
             state_file_writable: AtomicBool::new(true),
+            started: Instant::now(),
+            history: Mutex::new(Vec::new()),
         });
         // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
         let signals = Signals::install();
@@ -286,6 +293,11 @@ impl Hot {
         if self.inner.ready.get().is_some() {
             return Err(Error::handoff("Hot::ready was called twice"));
         }
+        // Claimed before unclaimed inherited sockets are closed: it is one of them.
+        let control = match &self.inner.options.control_socket {
+            Some(path) => Some(self.control_listener(path)?),
+            None => None,
+        };
         let predecessor = self.inner.predecessor.lock().unwrap().take();
         match predecessor {
             Some(chan) => self.take_over(chan, &mut state).await?,
@@ -301,6 +313,12 @@ impl Hot {
         self.inner.ready_tx.send_replace(true);
         self.inner.notifier.ready();
         self.write_pid_file();
+        if let Some(control) = control {
+            tokio::spawn(crate::control::serve(self.clone(), control));
+        }
+        if self.inner.options.watch_exe {
+            tokio::spawn(watch_exe(self.clone()));
+        }
         tracing::info!(
             generation = self.inner.generation,
             pid = std::process::id(),
@@ -364,6 +382,28 @@ impl Hot {
             tracing::warn!("could not report READY to the previous process ({e}); serving anyway");
         }
         Ok(())
+    }
+
+    fn control_listener(&self, path: &Path) -> Result<tokio::net::UnixListener> {
+        use std::os::unix::fs::PermissionsExt;
+        let listener = self.unix(crate::control::LISTENER_NAME, path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("control socket {}", path.display()), e))?;
+        Ok(listener)
+    }
+
+    /// One line for `hotrestart-ctl status`.
+    pub(crate) fn status_line(&self) -> String {
+        let history = self.inner.history.lock().unwrap().clone();
+        format!(
+            "generation={} pid={} uptime_s={:.1} phase={:?} restarts_attempted={} history={:?}\n",
+            self.inner.generation,
+            std::process::id(),
+            self.inner.started.elapsed().as_secs_f64(),
+            *self.inner.phase.borrow(),
+            history.len(),
+            history
+        )
     }
 
     /// Each generation rewrites the PID file (atomically) once it serves.
@@ -432,7 +472,19 @@ impl Hot {
             .send(tx)
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        rx.await.map_err(|_| Error::ShuttingDown)?.0
+    }
+
+    /// [`Hot::restart`], plus a guard that keeps this process alive until it is dropped.
+    pub(crate) async fn restart_tracked(&self) -> (Result<Restarted>, Option<WorkGuard>) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.restart_tx.send(tx).await.is_err() {
+            return (Err(Error::ShuttingDown), None);
+        }
+        match rx.await {
+            Ok((outcome, guard)) => (outcome, Some(guard)),
+            Err(_) => (Err(Error::ShuttingDown), None),
+        }
     }
 
     /// Resolves when this process stops for good: after a committed handover, or on
@@ -485,7 +537,12 @@ impl Hot {
         let exit = *self.inner.exit.lock().unwrap();
         self.inner.phase.send_replace(Phase::Stopping);
         if exit == Exit::HandedOver {
-            tracing::info!(generation = self.inner.generation, "handed over; exiting");
+            let left = self.inner.work.idle(self.inner.options.drain_timeout).await;
+            tracing::info!(
+                generation = self.inner.generation,
+                left,
+                "handed over; exiting"
+            );
             return;
         }
         let Some(ready) = self.inner.ready.get() else {
@@ -585,7 +642,7 @@ async fn supervise(
                     Trigger::Signal => tracing::info!("SIGHUP during a restart: coalesced into the running one"),
                     Trigger::Call(reply) => {
                         tracing::info!("restart requested during a restart: refused");
-                        let _ = reply.send(Err(Error::RestartInProgress));
+                        let _ = reply.send((Err(Error::RestartInProgress), inner.work.enter()));
                     }
                     Trigger::Stop(why) => {
                         tracing::warn!("{why} during a restart: abandoning it, draining and exiting");
@@ -597,7 +654,7 @@ async fn supervise(
         };
         let committed = outcome.is_ok();
         if let Some(reply) = reply {
-            let _ = reply.send(outcome);
+            let _ = reply.send((outcome, inner.work.enter()));
         }
         if committed {
             stop(&inner, Exit::HandedOver);
@@ -665,9 +722,19 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 "handed over to pid {}",
                 restarted.new_pid
             );
+            inner.history.lock().unwrap().push(format!(
+                "handed over to pid {} in {:.1} ms",
+                restarted.new_pid,
+                restarted.elapsed.as_secs_f64() * 1e3
+            ));
             Ok(restarted)
         }
         Err(reason) => {
+            inner
+                .history
+                .lock()
+                .unwrap()
+                .push(format!("rolled back: {reason}"));
             if let Some(mut s) = successor {
                 if let Some(mut child) = s.child.take() {
                     let _ = child.start_kill();
@@ -856,6 +923,14 @@ impl MainOptions {
         self.options.state_file = Some(PathBuf::from(path));
         self
     }
+    pub fn control_socket(mut self, path: &'static str) -> Self {
+        self.options.control_socket = Some(PathBuf::from(path));
+        self
+    }
+    pub fn watch_exe(mut self, on: bool) -> Self {
+        self.options.watch_exe = on;
+        self
+    }
     pub fn current_thread(mut self) -> Self {
         self.current_thread = true;
         self
@@ -890,6 +965,16 @@ where
             }
         }
     }
+    if let Some(path) = adopted.operator_value(sys::ENV_CONTROL_SOCKET) {
+        options.control_socket = if path.is_empty() {
+            None
+        } else {
+            Some(PathBuf::from(path))
+        };
+    }
+    if let Some(flag) = adopted.operator_value(sys::ENV_WATCH_EXE) {
+        options.watch_exe = flag == "1" || flag == "true";
+    }
     if let Some(path) = adopted.operator_value(sys::ENV_STATE_FILE) {
         options.state_file = if path.is_empty() {
             None
@@ -917,4 +1002,40 @@ where
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
     out
+}
+
+/// Development mode: restarts when the executable's file changes (a new inode, size or mtime)
+/// and has stayed unchanged for one more poll, so a build still being written is not started.
+async fn watch_exe(hot: Hot) {
+    use std::os::unix::fs::MetadataExt;
+    let path = hot.inner.exe.clone();
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    };
+    let mut known = stamp(&path);
+    let mut pending = None;
+    tracing::info!(exe = %path.display(), "watching the executable: a rebuild hot-restarts the service");
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = stamp(&path);
+        if now.is_none() || now == known {
+            pending = None;
+            continue;
+        }
+        if pending != Some(now) {
+            pending = Some(now);
+            continue;
+        }
+        known = now;
+        pending = None;
+        tracing::info!("the executable changed on disk: hot restart");
+        match hot.restart().await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!("restart after a rebuild failed: {e}; waiting for the next build")
+            }
+        }
+    }
 }

@@ -20,6 +20,11 @@ pub struct Options {
     /// Where `#[persist]` state is written on a graceful exit and read at a cold start
     /// (`HOTRESTART_STATE_FILE`). Default: none, state lives only across hot restarts.
     pub state_file: Option<PathBuf>,
+    /// The control socket (`HOTRESTART_CONTROL_SOCKET`), mode 0600. Default: none.
+    pub control_socket: Option<PathBuf>,
+    /// Hot-restart when the executable changes on disk, e.g. after `cargo build`
+    /// (`HOTRESTART_WATCH_EXE=1`). For development. Default: off.
+    pub watch_exe: bool,
 }
 
 impl Default for Options {
@@ -28,6 +33,8 @@ impl Default for Options {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             state_file: None,
+            control_socket: None,
+            watch_exe: false,
         }
     }
 }

@@ -21,6 +21,10 @@ pub(crate) const ENV_LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 pub(crate) const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 /// Operator setting: a PID file rewritten by each generation once it is ready.
 pub(crate) const ENV_PID_FILE: &str = "HOTRESTART_PID_FILE";
+/// Operator setting: path of the control socket.
+pub(crate) const ENV_CONTROL_SOCKET: &str = "HOTRESTART_CONTROL_SOCKET";
+/// Operator setting: `1` to hot-restart whenever the executable changes on disk (development).
+pub(crate) const ENV_WATCH_EXE: &str = "HOTRESTART_WATCH_EXE";
 /// First fd passed by socket activation.
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
 
