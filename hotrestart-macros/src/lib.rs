@@ -12,6 +12,9 @@ mod errors;
 mod hot_main;
 mod state;
 
+#[cfg(test)]
+mod expand_snapshots;
+
 use proc_macro::TokenStream;
 
 /// Runs `main` under hotrestart: inherits the listening sockets and the state from the
