@@ -16,6 +16,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
+// ANCHOR: state
 /// The application state. `#[persist]` fields are handed to the next process.
 #[derive(Default, hotrestart::State)]
 struct Counter {
@@ -23,6 +24,8 @@ struct Counter {
     hits: AtomicU64,
 }
 
+// ANCHOR_END: state
+// ANCHOR: hook
 /// Runs in the old process before its state is handed over, and before a graceful exit.
 #[hotrestart::before_restart]
 async fn log_handover(counter: &Counter) {
@@ -32,6 +35,8 @@ async fn log_handover(counter: &Counter) {
     );
 }
 
+// ANCHOR_END: hook
+// ANCHOR: main
 #[hotrestart::hot_main(state_file = "counter.state")]
 async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -64,6 +69,8 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
     hotrestart::http::serve(&hot, listener, app).await?;
     Ok(())
 }
+
+// ANCHOR_END: main
 
 async fn hit(State(counter): State<Arc<Counter>>) -> String {
     (counter.hits.fetch_add(1, Ordering::SeqCst) + 1).to_string()

@@ -95,6 +95,7 @@ async fn main(hot: Hot) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+// ANCHOR: udp
 /// Answers each datagram with this process's pid, only while the phase is `Serving`: during a
 /// handover, datagrams wait in the socket's buffer for whichever process serves next.
 async fn udp_echo(hot: &Hot, socket: Option<tokio::net::UdpSocket>) {
@@ -122,3 +123,4 @@ async fn udp_echo(hot: &Hot, socket: Option<tokio::net::UdpSocket>) {
         }
     }
 }
+// ANCHOR_END: udp
