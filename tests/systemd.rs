@@ -11,6 +11,27 @@ use std::time::Duration;
 
 use common::*;
 
+/// `Key=value` lines of a unit file from the book.
+fn unit(name: &str) -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("book/src/ops")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn value<'a>(unit: &'a [(String, String)], key: &str) -> &'a str {
+    unit.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("{key}= missing"))
+}
+
 fn recv(sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 512];
     let n = sock
@@ -41,7 +62,6 @@ fn notifies_ready_reloading_mainpid_and_stopping_like_systemd_expects() {
         .arg(&svc.bin)
         .current_dir(svc.dir.path())
         .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "http")
         .env("NOTIFY_SOCKET", &notify_path)
         .env("HOTRESTART_STATE_FILE", &svc.state_file)
         .env("PORT", free_port().to_string())
@@ -62,6 +82,30 @@ fn notifies_ready_reloading_mainpid_and_stopping_like_systemd_expects() {
             Ok(())
         });
     }
+    // The book's units: the socket's name, and the service's environment with its directories
+    // moved into this test's directory.
+    let socket_unit = unit("counter.socket");
+    let service_unit = unit("counter.service");
+    assert_eq!(
+        value(&service_unit, "NotifyAccess"),
+        "all",
+        "the successor must be allowed to notify"
+    );
+    assert_eq!(value(&service_unit, "Type"), "notify");
+    command.env("LISTEN_FDNAMES", value(&socket_unit, "FileDescriptorName"));
+    let run_dir = svc.dir.path().join("run");
+    let lib_dir = svc.dir.path().join("lib");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::create_dir_all(&lib_dir).unwrap();
+    let relocate = |v: &str| {
+        v.replace("/run/counter", run_dir.to_str().unwrap())
+            .replace("/var/lib/counter", lib_dir.to_str().unwrap())
+    };
+    for (key, val) in service_unit.iter().filter(|(k, _)| k == "Environment") {
+        let (k, v) = val.split_once('=').unwrap();
+        let _ = key;
+        command.env(k, relocate(v));
+    }
     let pid = command.spawn().unwrap().id();
     drop(guard);
     drop(listener);
@@ -74,8 +118,32 @@ fn notifies_ready_reloading_mainpid_and_stopping_like_systemd_expects() {
         "serves on the activated socket"
     );
 
-    // SAFETY: kill on the process this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    // `systemctl reload`: the unit's ExecReload, with the test's paths.
+    let reload = relocate(value(&service_unit, "ExecReload"));
+    let mut words = reload.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/hotrestart-ctl"));
+    let ctl = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("hotrestart-ctl");
+    let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let child = Command::new(ctl)
+        .args(words)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(fork);
+    let ctl_pid = child.id();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.unwrap(), &mut said).unwrap();
+    assert_eq!(wait_exit(ctl_pid, WAIT), 0, "{said}");
+    assert!(
+        said.starts_with(&format!("restarted: pid {pid} → pid ")),
+        "{said}"
+    );
     let reloading = recv(&notify);
     assert!(
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
