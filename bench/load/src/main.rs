@@ -34,7 +34,7 @@ fn parse_args() -> Args {
         only: None,
         state_sizes: vec![1 << 20, 64 << 20, 512 << 20],
         map_entries: 1_000_000,
-        root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
+        root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -80,7 +80,8 @@ fn targets(root: &Path) -> Vec<Target> {
     let peers = root.join("bench/peers/target/release");
     vec![
         Target { name: "hotrestart", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true },
-        Target { name: "shellflip", bin: peers.join("shellflip_counter"), trigger: Trigger::Signal(libc::SIGUSR1, "SIGUSR1"), keeps_state: false },
+        // Hands over the counter's value at spawn time (its only hook for data): approximate.
+        Target { name: "shellflip", bin: peers.join("shellflip_counter"), trigger: Trigger::Signal(libc::SIGUSR1, "SIGUSR1"), keeps_state: true },
         Target { name: "ecdysis", bin: peers.join("ecdysis_counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: false },
         Target { name: "naive stop+start", bin: peers.join("plain_axum"), trigger: Trigger::Naive, keeps_state: false },
     ]
