@@ -92,7 +92,9 @@ async fn handle(hot: Hot, stream: UnixStream) {
     };
     if !allowed {
         tracing::warn!("control socket: refused a peer with another uid");
-        let _ = write.write_all(b"denied: the control socket takes commands from its owner only\n").await;
+        let _ = write
+            .write_all(b"denied: the control socket takes commands from its owner only\n")
+            .await;
         return;
     }
     let mut _keep_alive = None;

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tower_service::Service;
 
 use crate::drain::Phase;
@@ -115,13 +116,40 @@ where
 /// (answered with `connection: close`). One idle for longer is closed at once.
 pub const IDLE_GRACE: Duration = Duration::from_millis(250);
 
-/// What a connection's task knows of its requests.
-#[derive(Clone, Copy)]
+/// What a connection's task knows of its requests. Plain atomics on the request path: the
+/// bookkeeping must cost nothing measurable while serving.
 struct Activity {
-    in_flight: u32,
-    http2: bool,
-    /// Last request start or response end; the accept time before the first request.
-    last: Instant,
+    in_flight: AtomicU32,
+    http2: AtomicBool,
+    born: Instant,
+    /// Last request start or response end, in µs since `born` (0: the accept).
+    last_us: AtomicU64,
+    /// Set once this process stops serving: responses then carry `connection: close`, and
+    /// every change is announced on `changed`.
+    draining: AtomicBool,
+    changed: Notify,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_us
+            .store(self.born.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// How long until the connection has been idle for [`IDLE_GRACE`].
+    fn grace_left(&self) -> Duration {
+        let since = self
+            .born
+            .elapsed()
+            .saturating_sub(Duration::from_micros(self.last_us.load(Ordering::Relaxed)));
+        IDLE_GRACE.saturating_sub(since)
+    }
+
+    fn announce(&self) {
+        if self.draining.load(Ordering::Acquire) {
+            self.changed.notify_one();
+        }
+    }
 }
 
 fn spawn_connection<I, S>(hot: &Hot, io: I, app: S)
@@ -132,39 +160,40 @@ where
 {
     let guard = hot.track();
     let mut phase = hot.phase();
-    let response_phase = hot.phase();
     let drain = hot.options().drain_timeout;
-    let activity = Arc::new(watch::Sender::new(Activity {
-        in_flight: 0,
-        http2: false,
-        last: Instant::now(),
-    }));
+    let activity = Arc::new(Activity {
+        in_flight: AtomicU32::new(0),
+        http2: AtomicBool::new(false),
+        born: Instant::now(),
+        last_us: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
+        changed: Notify::new(),
+    });
     let tracked = activity.clone();
     tokio::spawn(async move {
         let _guard = guard;
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let http2 = req.version() == Version::HTTP_2;
-            tracked.send_modify(|a| {
-                a.in_flight += 1;
-                a.http2 |= http2;
-                a.last = Instant::now();
-            });
+            if http2 {
+                tracked.http2.store(true, Ordering::Relaxed);
+            }
+            tracked.in_flight.fetch_add(1, Ordering::AcqRel);
+            tracked.touch();
+            tracked.announce();
             let response = app.clone().call(req.map(axum::body::Body::new));
             let tracked = tracked.clone();
-            let phase = response_phase.clone();
             async move {
                 let mut response = response.await?;
-                if !http2 && *phase.borrow() != Phase::Serving {
+                if !http2 && tracked.draining.load(Ordering::Acquire) {
                     // This process is handing over: the client's next request goes to the next
                     // process, on a new connection, instead of racing a close.
                     response
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                tracked.send_modify(|a| {
-                    a.in_flight -= 1;
-                    a.last = Instant::now();
-                });
+                tracked.touch();
+                tracked.in_flight.fetch_sub(1, Ordering::AcqRel);
+                tracked.announce();
                 Ok::<_, Infallible>(response)
             }
         });
@@ -175,26 +204,26 @@ where
             _ = conn.as_mut() => return,
             _ = phase.wait_for(|p| *p != Phase::Serving) => {}
         }
+        activity.draining.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + drain;
-        if !activity.borrow().http2 {
+        if !activity.http2.load(Ordering::Relaxed) {
             // HTTP/1: responses now carry `connection: close`, so hyper closes the connection
             // after the request in flight, or after the next one the client was about to send.
-            let mut changes = activity.subscribe();
             loop {
-                let now = *changes.borrow_and_update();
-                let idle_for = IDLE_GRACE.saturating_sub(now.last.elapsed());
-                if now.in_flight == 0 && idle_for.is_zero() {
+                let in_flight = activity.in_flight.load(Ordering::Acquire);
+                let grace = activity.grace_left();
+                if in_flight == 0 && grace.is_zero() {
                     break;
                 }
-                let idle_deadline = if now.in_flight == 0 {
-                    tokio::time::Instant::now() + idle_for
+                let wake = if in_flight == 0 {
+                    tokio::time::Instant::now() + grace
                 } else {
                     deadline
                 };
                 tokio::select! {
                     _ = conn.as_mut() => return,
-                    _ = changes.changed() => {}
-                    _ = tokio::time::sleep_until(idle_deadline.min(deadline)) => {
+                    _ = activity.changed.notified() => {}
+                    _ = tokio::time::sleep_until(wake.min(deadline)) => {
                         if tokio::time::Instant::now() >= deadline {
                             break;
                         }

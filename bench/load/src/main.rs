@@ -143,17 +143,24 @@ impl Server {
             }
             Trigger::None => return None,
         }
-        loop {
+        let took = loop {
             if let Some(pid) = self.pid().await {
                 if pid != old {
-                    return Some((t, t.elapsed()));
+                    break t.elapsed();
                 }
             }
             if t.elapsed() > Duration::from_secs(20) {
                 return None;
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        // Not timed: the old generation finishes draining. The next restart must be sent to the
+        // new one (ecdysis, for one, keeps the old process accepting for ~0.5 s).
+        let drained = Instant::now();
+        while !procs::exited(old) && drained.elapsed() < Duration::from_secs(15) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        Some((t, took))
     }
 
     fn stop(&self) {

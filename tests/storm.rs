@@ -1,0 +1,255 @@
+//! Many restarts: a storm of triggers, a slow drain, a cap on live generations, and a hundred
+//! restarts in a row, with real processes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Sends `n` SIGHUPs over about a second, each to the process serving at that moment; returns
+/// the largest number of live processes seen meanwhile and for `settle` afterwards.
+fn storm(svc: &Service, n: usize, settle: Duration) -> usize {
+    let mut max_alive = 0;
+    let mut sent = 0;
+    for _ in 0..n * 4 {
+        if sent == n {
+            break;
+        }
+        if let Ok(r) = get(svc.addr(), "/") {
+            // SAFETY: kill with integer arguments, on a generation of this test's service (it
+            // may have just exited: the error is ignored).
+            unsafe { libc::kill(r.pid as i32, libc::SIGHUP) };
+            sent += 1;
+        }
+        max_alive = max_alive.max(svc.live_processes().len());
+        thread::sleep(Duration::from_millis(1000 / n as u64));
+    }
+    assert_eq!(sent, n, "every trigger was sent");
+    let until = Instant::now() + settle;
+    while Instant::now() < until {
+        max_alive = max_alive.max(svc.live_processes().len());
+        thread::sleep(Duration::from_millis(5));
+    }
+    max_alive
+}
+
+/// Waits until one process has been alone for a second: the storm is over.
+fn wait_one_process(svc: &Service) -> u32 {
+    let start = Instant::now();
+    let mut alone_since = None;
+    loop {
+        let live = svc.live_processes();
+        if live.len() == 1 {
+            let since = *alone_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(1) {
+                return live[0];
+            }
+        } else {
+            alone_since = None;
+        }
+        assert!(
+            start.elapsed() < WAIT * 2,
+            "still {live:?} alive; log:\n{}",
+            svc.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn restart_storm_restarts_one_at_a_time_and_leaves_one_process_no_zombie() {
+    let svc = Service::start(&[]);
+    svc.hit();
+    let load = Load::start(svc.addr());
+    storm(&svc, 30, Duration::ZERO);
+    let serving = wait_one_process(&svc);
+    let (acked, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(svc.pid(), serving);
+    assert_eq!(
+        svc.count(),
+        1 + acked,
+        "no acknowledged hit lost, none twice"
+    );
+
+    let log = svc.log_text();
+    let handed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("handed over to pid"))
+        .collect();
+    let generations: Vec<u64> = handed
+        .iter()
+        .map(|l| field(l, "generation").unwrap())
+        .collect();
+    assert!(
+        generations.len() >= 2,
+        "the storm restarted the service:\n{log}"
+    );
+    assert!(generations.len() <= 30, "never more restarts than triggers");
+    assert_eq!(
+        generations,
+        (1..=generations.len() as u64).collect::<Vec<_>>(),
+        "one restart at a time: each generation hands over once, in order"
+    );
+    assert_eq!(
+        svc.count_log("successor started"),
+        generations.len(),
+        "no successor was started beside another:\n{log}"
+    );
+    assert_eq!(svc.count_log("rolled back"), 0, "{log}");
+
+    // Every generation but the serving one exited 0 and was reaped: no zombie, no orphan.
+    let mut pids = vec![svc.first_pid];
+    pids.extend(handed.iter().map(|l| field::<u32>(l, "new_pid").unwrap()));
+    assert_eq!(pids.last(), Some(&serving));
+    reap();
+    for &pid in &pids[..pids.len() - 1] {
+        assert_eq!(exit_code(pid), Some(0), "generation pid {pid}; log:\n{log}");
+    }
+    assert!(zombie_children(serving).is_empty());
+    assert_eq!(svc.live_processes(), vec![serving]);
+}
+
+#[test]
+#[ignore = "needs runtime: a cap on live generations (a process takes no restart trigger while its predecessor is still alive)"]
+fn restart_storm_never_has_more_than_two_generations_alive() {
+    // Each old generation lingers in main for up to drain_timeout + 1 s after handing over.
+    let svc = Service::start_faulty(&[("HOTRESTART_DRAIN_TIMEOUT", "250ms")]);
+    svc.plan("linger-ms=5000");
+    let max_alive = storm(&svc, 30, Duration::from_secs(2));
+    wait_one_process(&svc);
+    assert!(
+        max_alive <= 2,
+        "{max_alive} generations were alive at once; log:\n{}",
+        svc.log_text()
+    );
+}
+
+/// Opens a response that would stream for a minute and reads its first bytes.
+fn open_long_stream(svc: &Service) -> TcpStream {
+    let mut stream = TcpStream::connect(svc.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(b"GET /stream/60 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 256];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
+    stream
+}
+
+#[test]
+fn slow_drain_ends_at_the_drain_timeout_and_does_not_block_the_next_restart() {
+    let svc = Service::start_faulty(&[("HOTRESTART_DRAIN_TIMEOUT", "500ms")]);
+    svc.hit();
+    let old = svc.pid();
+    let mut stream = open_long_stream(&svc);
+
+    svc.signal(old, libc::SIGHUP);
+    let new = svc.wait_new_pid(old);
+    assert_eq!(
+        wait_exit(old, Duration::from_secs(10)),
+        0,
+        "the old process ends soon after the drain timeout, not with the stream"
+    );
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("line 599"),
+        "the stream was cut, not finished"
+    );
+
+    // The next restart goes ahead at once, while a stream is again open on the old process.
+    let _second = open_long_stream(&svc);
+    let newer = svc.hot_restart();
+    assert_ne!(newer, new);
+    assert_eq!(svc.count(), 1);
+    assert_eq!(svc.live_processes(), vec![newer]);
+}
+
+#[test]
+#[ignore = "needs runtime: a log line when a connection still busy at the drain deadline is closed"]
+fn slow_drain_cut_at_the_drain_timeout_is_logged() {
+    let svc = Service::start_faulty(&[("HOTRESTART_DRAIN_TIMEOUT", "500ms")]);
+    let old = svc.pid();
+    let _stream = open_long_stream(&svc);
+    svc.signal(old, libc::SIGHUP);
+    svc.wait_new_pid(old);
+    wait_exit(old, Duration::from_secs(10));
+    assert_eq!(
+        svc.count_log("drain timeout"),
+        1,
+        "one line says a connection was cut at the drain timeout; log:\n{}",
+        svc.log_text()
+    );
+}
+
+/// The environment `pid` was started with, but for the generation number, which grows, and
+/// the handoff fd's number, which depends on what the parent had open when it forked.
+fn environ(pid: u32) -> Vec<String> {
+    let block = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut vars: Vec<String> = block
+        .split(|&b| b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|v| {
+            !v.is_empty()
+                && !v.starts_with("HOTRESTART_GENERATION=")
+                && !v.starts_with("HOTRESTART_HANDOFF_FD=")
+        })
+        .collect();
+    vars.sort();
+    vars
+}
+
+/// Serves a few requests, so that the process has warmed up its allocator and buffers.
+fn warm(svc: &Service) {
+    for _ in 0..20 {
+        get(svc.addr(), "/").unwrap();
+    }
+    svc.hit();
+}
+
+#[test]
+fn hundred_restarts_keep_fds_memory_and_environment_flat() {
+    let svc = Service::start(&[]);
+    svc.hit();
+    let first = svc.hot_restart();
+    warm(&svc);
+    let (fds, rss, env) = (fd_count(first), rss_kib(first), environ(first));
+    let mut pid = first;
+    for _ in 1..100 {
+        pid = svc.hot_restart();
+    }
+    warm(&svc);
+    assert_eq!(svc.count(), 3, "the count survived a hundred handovers");
+    assert_eq!(svc.live_processes(), vec![pid]);
+    assert_eq!(
+        fd_count(pid),
+        fds,
+        "fd count after restart 100 = after restart 1"
+    );
+    assert_eq!(
+        environ(pid),
+        env,
+        "the environment does not grow from generation to generation"
+    );
+    // Each generation is a new process, so only what is handed over (state, sockets,
+    // environment, arguments) can carry a leak forward: one that grows per restart would
+    // add up a hundredfold. Allocator arenas and thread stacks make RSS vary by a few MiB
+    // between two equal processes, hence the slack.
+    let after = rss_kib(pid);
+    assert!(
+        after <= rss * 3 / 2 + 2048,
+        "RSS {after} KiB after restart 100, {rss} KiB after restart 1"
+    );
+}
