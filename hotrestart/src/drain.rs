@@ -25,12 +25,18 @@ pub enum Phase {
 #[derive(Clone)]
 pub(crate) struct Tracker {
     count: watch::Sender<usize>,
+    /// Connections closed while still busy because the drain timeout passed.
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Busy connections already reported (by the handover) that will be cut later.
+    reported: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Tracker {
     pub(crate) fn new() -> Self {
         Tracker {
             count: watch::Sender::new(0),
+            cut: Default::default(),
+            reported: Default::default(),
         }
     }
 
@@ -39,6 +45,29 @@ impl Tracker {
         WorkGuard {
             count: self.count.clone(),
         }
+    }
+
+    /// Records a connection closed while busy at the drain timeout.
+    pub(crate) fn cut_one(&self) {
+        self.cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many were cut since the last call.
+    pub(crate) fn take_cut(&self) -> usize {
+        self.cut.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes `n` busy connections as reported already: their cut is not reported again.
+    pub(crate) fn reported(&self, n: usize) {
+        self.reported
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Cut connections not reported yet.
+    pub(crate) fn take_unreported_cut(&self) -> usize {
+        let cut = self.take_cut();
+        let reported = self.reported.swap(0, std::sync::atomic::Ordering::Relaxed);
+        cut.saturating_sub(reported)
     }
 
     pub(crate) fn live(&self) -> usize {

@@ -30,6 +30,8 @@ pub enum Error {
     Handoff { reason: String },
     /// A restart was triggered while another one was running.
     RestartInProgress,
+    /// A restart was refused before it began (e.g. too many generations still alive).
+    Refused { reason: String },
     /// A restart was attempted and rolled back; the old process kept serving.
     RolledBack { reason: String },
     /// The process is shutting down and takes no more restarts.
@@ -72,6 +74,7 @@ impl fmt::Display for Error {
             }
             Error::Handoff { reason } => write!(f, "handoff failed: {reason}"),
             Error::RestartInProgress => f.write_str("a restart is already in progress"),
+            Error::Refused { reason } => f.write_str(reason),
             Error::RolledBack { reason } => write!(f, "restart rolled back: {reason}"),
             Error::ShuttingDown => f.write_str("the process is shutting down"),
         }

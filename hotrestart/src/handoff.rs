@@ -115,7 +115,13 @@ fn parse_header(h: &[u8; FRAME_HEADER], limit: u64) -> io::Result<(u8, u64)> {
 pub(crate) struct Hello {
     pub(crate) generation: u64,
     pub(crate) names: Vec<String>,
+    /// Older generations still alive when the handover began (the sender first): they drain,
+    /// and count against the cap on live generations.
+    pub(crate) draining: Vec<u32>,
 }
+
+/// Most older generations a HELLO can name.
+pub(crate) const MAX_DRAINING: usize = 64;
 
 pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
     let mut p = hello.generation.to_le_bytes().to_vec();
@@ -123,6 +129,10 @@ pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
     for name in &hello.names {
         p.extend_from_slice(&(name.len() as u16).to_le_bytes());
         p.extend_from_slice(name.as_bytes());
+    }
+    p.extend_from_slice(&(hello.draining.len() as u16).to_le_bytes());
+    for pid in &hello.draining {
+        p.extend_from_slice(&pid.to_le_bytes());
     }
     p
 }
@@ -147,10 +157,22 @@ pub(crate) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
             String::from_utf8(take(len)?.to_vec()).map_err(|_| "a listener name is not UTF-8")?;
         names.push(name);
     }
+    let count = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+    if count > MAX_DRAINING {
+        return Err(format!("HELLO names {count} draining generations"));
+    }
+    let mut draining = Vec::with_capacity(count);
+    for _ in 0..count {
+        draining.push(u32::from_le_bytes(take(4)?.try_into().unwrap()));
+    }
     if pos != p.len() {
         return Err("trailing bytes after HELLO".into());
     }
-    Ok(Hello { generation, names })
+    Ok(Hello {
+        generation,
+        names,
+        draining,
+    })
 }
 
 /// Checks HELLO's frame header; returns the payload length.
@@ -170,6 +192,7 @@ pub(crate) fn send_hello(
     chan: &StdUnixStream,
     generation: u64,
     listeners: &[(String, OwnedFd)],
+    draining: &[u32],
 ) -> Result<()> {
     if listeners.len() > MAX_FDS {
         return Err(Error::handoff(format!(
@@ -180,6 +203,7 @@ pub(crate) fn send_hello(
     let hello = Hello {
         generation,
         names: listeners.iter().map(|(n, _)| n.clone()).collect(),
+        draining: draining.iter().copied().take(MAX_DRAINING).collect(),
     };
     let payload = encode_hello(&hello);
     let head = header(TAG_HELLO, payload.len() as u64);
@@ -325,6 +349,7 @@ mod tests {
         let hello = Hello {
             generation: 7,
             names: vec!["http".into(), "admin".into()],
+            draining: vec![41, 42],
         };
         let bytes = encode_hello(&hello);
         assert_eq!(decode_hello(&bytes).unwrap(), hello);
@@ -345,13 +370,14 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let fd: OwnedFd = listener.into();
-        send_hello(&a, 3, &[("http".to_owned(), fd)]).unwrap();
+        send_hello(&a, 3, &[("http".to_owned(), fd)], &[7]).unwrap();
         let (hello, fds) = recv_hello(&b).unwrap();
         assert_eq!(
             hello,
             Hello {
                 generation: 3,
-                names: vec!["http".into()]
+                names: vec!["http".into()],
+                draining: vec![7],
             }
         );
         let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());

@@ -108,6 +108,7 @@ where
             "connections still open after the drain timeout: closing them"
         );
     }
+    hot.report_cut("while draining");
     Ok(())
 }
 
@@ -159,6 +160,7 @@ where
     S::Future: Send + 'static,
 {
     let guard = hot.track();
+    let cut = hot.clone();
     let mut phase = hot.phase();
     let drain = hot.options().drain_timeout;
     let activity = Arc::new(Activity {
@@ -233,6 +235,8 @@ where
         }
         // HTTP/2: GOAWAY, streams in flight finish. HTTP/1: close an idle connection.
         conn.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout_at(deadline, conn).await;
+        if tokio::time::timeout_at(deadline, conn).await.is_err() {
+            cut.connection_cut();
+        }
     });
 }

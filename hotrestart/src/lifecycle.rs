@@ -27,8 +27,11 @@ use crate::options::Options;
 use crate::snapshot::{self, State};
 use crate::{state_file, sys};
 
-/// Largest snapshot a successor accepts (16 GiB).
-const MAX_SNAPSHOT: u64 = 16 << 30;
+use crate::handoff::MAX_SNAPSHOT;
+
+/// Most generations alive at once: at a trigger, older generations still draining plus this
+/// one plus the successor. With 3, a restart may begin while one older generation drains.
+pub const MAX_GENERATIONS: usize = 3;
 
 /// The outcome of a successful hot restart.
 #[derive(Debug, Clone)]
@@ -83,6 +86,8 @@ struct Inner {
     restart_tx: mpsc::Sender<RestartReply>,
     exit: Mutex<Exit>,
     started: Instant,
+    /// Older generations, possibly still draining: they count against [`MAX_GENERATIONS`].
+    ancestors: Vec<u32>,
     /// One line per restart this process attempted.
     history: Mutex<Vec<String>>,
     /// False when a bad state file could not be moved aside: it must then not be overwritten.
@@ -104,6 +109,8 @@ pub(crate) struct Adopted {
     error: Option<Error>,
     /// Said before any log subscriber could exist; logged at the first use of `Hot`.
     notes: Vec<String>,
+    /// Older generations that were still alive when this one was started.
+    ancestors: Vec<u32>,
     notify_socket: Option<OsString>,
     operator_env: Vec<(OsString, OsString)>,
     exe: PathBuf,
@@ -123,6 +130,7 @@ impl Adopted {
             predecessor: None,
             error: None,
             notes: Vec::new(),
+            ancestors: Vec::new(),
             notify_socket: std::env::var_os(sys::ENV_NOTIFY_SOCKET),
             operator_env: Vec::new(),
             exe,
@@ -131,7 +139,8 @@ impl Adopted {
         match std::env::var(sys::ENV_HANDOFF_FD) {
             Ok(fd) => {
                 match adopt_handoff(&fd) {
-                    Ok((generation, chan, fds)) => {
+                    Ok((generation, chan, fds, draining)) => {
+                        adopted.ancestors = draining;
                         adopted.notes.push(format!("generation {generation}: adopted {} socket(s) from the previous process", fds.len()));
                         adopted.generation = generation;
                         adopted.predecessor = Some(chan);
@@ -171,7 +180,10 @@ impl Adopted {
     }
 }
 
-fn adopt_handoff(text: &str) -> Result<(u64, StdUnixStream, Vec<(String, OwnedFd)>)> {
+/// What HELLO brings: generation, channel, named sockets, older generations still draining.
+type Handoff = (u64, StdUnixStream, Vec<(String, OwnedFd)>, Vec<u32>);
+
+fn adopt_handoff(text: &str) -> Result<Handoff> {
     let fd: i32 = text.trim().parse().map_err(|_| Error::Environment {
         reason: format!("{}={text:?} is not an fd number", sys::ENV_HANDOFF_FD),
     })?;
@@ -197,6 +209,7 @@ fn adopt_handoff(text: &str) -> Result<(u64, StdUnixStream, Vec<(String, OwnedFd
         hello.generation,
         chan,
         hello.names.into_iter().zip(fds).collect(),
+        hello.draining,
     ))
 }
 
@@ -222,6 +235,7 @@ impl Hot {
             exit: Mutex::new(Exit::Running),
             state_file_writable: AtomicBool::new(true),
             started: Instant::now(),
+            ancestors: adopted.ancestors,
             history: Mutex::new(Vec::new()),
         });
         // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
@@ -510,6 +524,23 @@ impl Hot {
         self.inner.work.idle(self.inner.options.drain_timeout).await
     }
 
+    /// Records a connection closed while still busy at the drain timeout.
+    pub(crate) fn connection_cut(&self) {
+        self.inner.work.cut_one();
+    }
+
+    /// Logs, once, the connections cut at the drain timeout since the last call.
+    pub(crate) fn report_cut(&self, when: &str) {
+        let cut = self.inner.work.take_unreported_cut();
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "{cut} connection(s) still busy at the drain timeout ({:?}) were closed {when}",
+                self.inner.options.drain_timeout
+            );
+        }
+    }
+
     async fn run_body<F, Fut>(&self, body: F) -> Fut::Output
     where
         F: FnOnce(Hot) -> Fut,
@@ -633,6 +664,18 @@ async fn supervise(
                 return;
             }
         };
+        let live = inner.live_ancestors();
+        if live.len() + 2 > MAX_GENERATIONS {
+            let reason = format!(
+                "restart refused: {} older generation(s) still draining (pids {live:?}); at most {MAX_GENERATIONS} generations may be alive at once, try again when they have exited",
+                live.len()
+            );
+            tracing::warn!("{reason}");
+            if let Some(reply) = reply {
+                let _ = reply.send((Err(Error::Refused { reason }), inner.work.enter()));
+            }
+            continue;
+        }
         let restart = restart(&inner);
         tokio::pin!(restart);
         let outcome = loop {
@@ -775,7 +818,9 @@ async fn handover(
     let child = s.child.as_mut().expect("armed");
     let hello = {
         let listeners = inner.listeners.lock().unwrap();
-        handoff::send_hello(&ours, generation, listeners.active())
+        let mut draining = vec![std::process::id()];
+        draining.extend(inner.live_ancestors());
+        handoff::send_hello(&ours, generation, listeners.active(), &draining)
     };
     if let Err(e) = hello {
         return Err(broken(child, pid, "before HELLO", e).await);
@@ -800,9 +845,15 @@ async fn handover(
 
     *quiesced_at = Some(Instant::now());
     inner.phase.send_replace(Phase::Quiesced);
-    let left = inner.work.idle(inner.options.drain_timeout).await;
+    let busy = inner.work.idle(inner.options.drain_timeout).await;
+    inner.work.reported(busy);
+    let left = busy + inner.work.take_cut();
     if left > 0 {
-        tracing::warn!(left, "connections still open after the drain timeout: snapshot taken anyway, their later changes are lost");
+        tracing::warn!(
+            left,
+            "{left} connection(s) still busy at the drain timeout ({:?}): the snapshot is taken without waiting for them; what they change from now on is lost",
+            inner.options.drain_timeout
+        );
     }
     hooks::run_all(
         &HookContext {
@@ -883,6 +934,8 @@ async fn expect(
     let what = handoff::tag_name(want);
     let when = format!("before {what}");
     tokio::select! {
+        // A frame that is already there (REJECT) says more than the exit that follows it.
+        biased;
         frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
             Ok(Frame { tag, .. }) if tag == want => Ok(()),
             Ok(Frame { tag: handoff::TAG_REJECT, payload }) => Err(format!(
@@ -1037,5 +1090,25 @@ async fn watch_exe(hot: Hot) {
                 tracing::warn!("restart after a rebuild failed: {e}; waiting for the next build")
             }
         }
+    }
+}
+
+impl Inner {
+    /// Older generations still running (not exited, not zombies, and still our executable, so a
+    /// recycled pid does not count).
+    fn live_ancestors(&self) -> Vec<u32> {
+        let exe = self.exe.to_string_lossy().into_owned();
+        self.ancestors
+            .iter()
+            .copied()
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
+                let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.to_string_lossy().starts_with(&exe))
+                    .unwrap_or(false);
+                matches!(state, Some(s) if s != 'Z') && ours
+            })
+            .collect()
     }
 }
