@@ -211,9 +211,9 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
             }
 
             impl #impl_generics #krate::__private::State for #name #ty_generics #where_clause {
-                fn save(
-                    &self,
-                    #w: &mut #krate::__private::SnapshotWriter,
+                fn save<'__hotrestart_a>(
+                    &'__hotrestart_a self,
+                    #w: &mut #krate::__private::SnapshotWriter<'__hotrestart_a>,
                 ) -> ::core::result::Result<(), #krate::__private::Error> {
                     #(#saves)*
                     ::core::result::Result::Ok(())
@@ -246,9 +246,9 @@ fn stub(krate: &TokenStream, input: &DeriveInput) -> TokenStream {
     quote! {
         const _: () = {
             impl #impl_generics #krate::__private::State for #name #ty_generics #where_clause {
-                fn save(
-                    &self,
-                    _: &mut #krate::__private::SnapshotWriter,
+                fn save<'__hotrestart_a>(
+                    &'__hotrestart_a self,
+                    _: &mut #krate::__private::SnapshotWriter<'__hotrestart_a>,
                 ) -> ::core::result::Result<(), #krate::__private::Error> {
                     ::core::unreachable!("`#[derive(State)]` reported an error")
                 }

@@ -71,6 +71,40 @@ pub(crate) async fn write_frame(chan: &mut UnixStream, tag: u8, payload: &[u8]) 
     chan.flush().await
 }
 
+/// Writes one frame whose payload is given as slices, without joining them.
+pub(crate) async fn write_frame_parts<'a>(
+    chan: &mut UnixStream,
+    tag: u8,
+    len: usize,
+    parts: impl Iterator<Item = &'a [u8]>,
+) -> io::Result<()> {
+    chan.write_all(&header(tag, len as u64)).await?;
+    for part in parts {
+        chan.write_all(part).await?;
+    }
+    chan.flush().await
+}
+
+/// Reads one frame's header: its tag and payload length (at most `limit`).
+pub(crate) async fn read_frame_header<R>(chan: &mut R, limit: u64) -> io::Result<(u8, u64)>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut h = [0u8; FRAME_HEADER];
+    chan.read_exact(&mut h).await?;
+    let len = u64::from_le_bytes(h[1..].try_into().unwrap());
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} frame of {len} bytes exceeds the limit of {limit}",
+                tag_name(h[0])
+            ),
+        ));
+    }
+    Ok((h[0], len))
+}
+
 /// Reads one frame. `limit` bounds the payload; the buffer grows with the bytes that actually
 /// arrive, so a hostile length prefix cannot make it allocate.
 pub(crate) async fn read_frame<R>(chan: &mut R, limit: u64) -> io::Result<Frame>

@@ -24,7 +24,7 @@ use crate::hooks::{self, HookContext};
 use crate::listeners::{self, Listeners};
 use crate::notify::Notifier;
 use crate::options::Options;
-use crate::snapshot::{self, State};
+use crate::snapshot::{self, SnapshotReader, State};
 use crate::{state_file, sys};
 
 use crate::handoff::MAX_SNAPSHOT;
@@ -346,50 +346,63 @@ impl Hot {
             .map_err(|e| Error::io("handoff channel", e))?;
         let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
         let limit = self.inner.options.ready_timeout;
-        let received = tokio::time::timeout(limit, async {
+        let started = Instant::now();
+        let header = tokio::time::timeout(limit, async {
             handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[]).await?;
-            handoff::read_frame(&mut chan, MAX_SNAPSHOT).await
+            handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
         })
         .await;
-        match received {
-            Ok(Ok(Frame {
-                tag: handoff::TAG_SNAPSHOT,
-                payload,
-            })) => {
-                let bytes = payload.len();
-                if let Err(e) = snapshot::restore(state, payload) {
-                    tracing::error!("refusing the previous process's snapshot: {e}");
-                    let _ = handoff::write_frame(
-                        &mut chan,
-                        handoff::TAG_REJECT,
-                        e.to_string().as_bytes(),
-                    )
-                    .await;
-                    return Err(e);
+        let vanished = match header {
+            Ok(Ok((handoff::TAG_SNAPSHOT, len))) => {
+                let (back, received) =
+                    receive_snapshot(chan, len, limit.saturating_sub(started.elapsed())).await?;
+                chan = back;
+                match received {
+                    Received::Snapshot(mut reader) => {
+                        if let Err(e) = state.restore(&mut reader) {
+                            tracing::error!("refusing the previous process's snapshot: {e}");
+                            let _ = handoff::write_frame(
+                                &mut chan,
+                                handoff::TAG_REJECT,
+                                e.to_string().as_bytes(),
+                            )
+                            .await;
+                            return Err(e);
+                        }
+                        reader.log_ignored();
+                        tracing::info!(
+                            state_bytes = len,
+                            "state received from the previous process"
+                        );
+                        None
+                    }
+                    Received::Corrupt(e) => {
+                        tracing::error!("refusing the previous process's snapshot: {e}");
+                        let _ = handoff::write_frame(
+                            &mut chan,
+                            handoff::TAG_REJECT,
+                            e.to_string().as_bytes(),
+                        )
+                        .await;
+                        return Err(e);
+                    }
+                    Received::Cut(why) => Some(why),
                 }
-                tracing::info!(
-                    state_bytes = bytes,
-                    "state received from the previous process"
-                );
             }
-            Ok(Ok(frame)) => {
-                let e = Error::handoff(format!(
-                    "expected SNAPSHOT, got {}",
-                    handoff::tag_name(frame.tag)
-                ));
+            Ok(Ok((tag, _))) => {
+                let e =
+                    Error::handoff(format!("expected SNAPSHOT, got {}", handoff::tag_name(tag)));
                 let _ =
                     handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes())
                         .await;
                 return Err(e);
             }
-            Ok(Err(e)) => {
-                tracing::warn!("the previous process went away before handing over its state ({e}): falling back to the state file, else the initial state");
-                self.cold_restore(state);
-            }
-            Err(_) => {
-                tracing::warn!("no snapshot from the previous process within {limit:?}: falling back to the state file, else the initial state");
-                self.cold_restore(state);
-            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no snapshot within {limit:?}")),
+        };
+        if let Some(why) = vanished {
+            tracing::warn!("the previous process went away before handing over its state ({why}): falling back to the state file, else the initial state");
+            self.cold_restore(state);
         }
         self.close_unclaimed();
         if let Err(e) = handoff::write_frame(&mut chan, handoff::TAG_READY, &[]).await {
@@ -597,9 +610,11 @@ impl Hot {
             tracing::error!(path = %path.display(), "not writing the state file: an unusable one is in the way");
             return;
         }
-        match snapshot::encode(&*ready.save)
-            .and_then(|bytes| state_file::write_atomic(path, &bytes).map(|()| bytes.len()))
-        {
+        let saved = snapshot::encode(&*ready.save).and_then(|snap| {
+            let parts: Vec<&[u8]> = snap.slices().collect();
+            state_file::write_atomic_parts(path, &parts, 0o600).map(|()| snap.len())
+        });
+        match saved {
             Ok(bytes) => tracing::info!(path = %path.display(), state_bytes = bytes, "state saved"),
             Err(e) => tracing::error!("state not saved: {e}"),
         }
@@ -865,7 +880,7 @@ async fn handover(
     let frame =
         snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
     tokio::select! {
-        sent = handoff::write_frame(&mut chan, handoff::TAG_SNAPSHOT, &frame) => {
+        sent = handoff::write_frame_parts(&mut chan, handoff::TAG_SNAPSHOT, frame.len(), frame.slices()) => {
             if let Err(e) = sent {
                 return Err(broken(child, pid, "while receiving the snapshot", e).await);
             }
@@ -1111,4 +1126,49 @@ impl Inner {
             })
             .collect()
     }
+}
+
+enum Received {
+    Snapshot(SnapshotReader),
+    /// The data is wrong: the successor must refuse it.
+    Corrupt(Error),
+    /// The channel ended or stalled: the previous process is gone or hung.
+    Cut(String),
+}
+
+/// Reads a snapshot of `len` bytes from the channel, field by field, on a blocking thread (the
+/// decoder is synchronous; no frame-sized buffer is ever allocated). Gives the channel back.
+async fn receive_snapshot(
+    chan: UnixStream,
+    len: u64,
+    limit: Duration,
+) -> Result<(UnixStream, Received)> {
+    let std = chan
+        .into_std()
+        .map_err(|e| Error::io("handoff channel", e))?;
+    std.set_nonblocking(false)
+        .map_err(|e| Error::io("handoff channel", e))?;
+    std.set_read_timeout(Some(limit.max(Duration::from_millis(1))))
+        .map_err(|e| Error::io("handoff channel", e))?;
+    let (std, received) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut frame = (&std).take(len);
+        let parsed = SnapshotReader::read_from(&mut frame);
+        let left = frame.limit();
+        let received = match parsed {
+            Ok(reader) if left == 0 => Received::Snapshot(reader),
+            Ok(_) => Received::Corrupt(Error::snapshot(format!("{left} bytes left in the SNAPSHOT frame after the snapshot"))),
+            Err(Error::Snapshot { reason }) if reason.starts_with("truncated") || reason.starts_with("reading") => {
+                Received::Cut(format!("SNAPSHOT frame truncated: the channel closed after {} of {len} bytes ({reason})", len - left))
+            }
+            Err(e) => Received::Corrupt(e),
+        };
+        (std, received)
+    })
+    .await
+    .map_err(|e| Error::handoff(format!("snapshot reader: {e}")))?;
+    std.set_nonblocking(true)
+        .map_err(|e| Error::io("handoff channel", e))?;
+    let chan = UnixStream::from_std(std).map_err(|e| Error::io("handoff channel", e))?;
+    Ok((chan, received))
 }

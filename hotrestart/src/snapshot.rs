@@ -14,7 +14,9 @@
 //! program constructed (its default); a field the program no longer has is ignored with a log line;
 //! a field whose type name differs is [`Error::TypeChanged`], never silently reinterpreted.
 
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,15 +31,16 @@ pub(crate) const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Application state whose `#[persist]` fields survive restarts. Implemented by
 /// `#[derive(hotrestart::State)]`; `()` is the state of a service that persists nothing.
 pub trait State: Send + Sync + 'static {
-    /// Writes every `#[persist]` field.
-    fn save(&self, w: &mut SnapshotWriter) -> Result<()>;
+    /// Writes every `#[persist]` field. The writer may keep references to the fields (large
+    /// byte vectors are sent from where they are, not copied).
+    fn save<'a>(&'a self, w: &mut SnapshotWriter<'a>) -> Result<()>;
     /// Replaces every `#[persist]` field found in the snapshot. Either all fields are
     /// replaced or, on error, none is.
     fn restore(&mut self, r: &mut SnapshotReader) -> Result<()>;
 }
 
 impl State for () {
-    fn save(&self, _: &mut SnapshotWriter) -> Result<()> {
+    fn save<'a>(&'a self, _: &mut SnapshotWriter<'a>) -> Result<()> {
         Ok(())
     }
     fn restore(&mut self, _: &mut SnapshotReader) -> Result<()> {
@@ -45,52 +48,137 @@ impl State for () {
     }
 }
 
-/// Collects fields into a snapshot body.
-pub struct SnapshotWriter {
-    body: Vec<u8>,
+/// Type name under which a `Vec<u8>` field is stored (and read back without serde).
+const BLOB_TYPE: &str = "alloc::vec::Vec<u8>";
+
+enum Part<'a> {
+    Owned(Vec<u8>),
+    Borrowed(&'a [u8]),
+}
+
+impl Part<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Owned(v) => v,
+            Part::Borrowed(b) => b,
+        }
+    }
+}
+
+/// Collects fields into a snapshot body. Field headers and serde-encoded values are written
+/// to owned buffers; `Vec<u8>` values are referenced where they are, so a large blob is never
+/// copied before it is sent or written.
+pub struct SnapshotWriter<'a> {
+    parts: Vec<Part<'a>>,
+    buf: Vec<u8>,
     count: u32,
 }
 
-impl Default for SnapshotWriter {
+impl Default for SnapshotWriter<'_> {
     fn default() -> Self {
         SnapshotWriter {
-            body: 0u32.to_le_bytes().to_vec(),
+            parts: Vec::new(),
+            buf: Vec::new(),
             count: 0,
         }
     }
 }
 
-impl SnapshotWriter {
+impl<'a> SnapshotWriter<'a> {
     /// Writes one field. `T`'s type name is stored with it to detect type changes.
-    pub fn field<T: Serialize>(&mut self, name: &str, value: &T) -> Result<()> {
+    ///
+    /// A `Vec<u8>` is not passed through serde one byte at a time: its bytes (the same as
+    /// postcard's) are sent from where they are.
+    pub fn field<T: Serialize + 'static>(&mut self, name: &str, value: &'a T) -> Result<()> {
         let type_name = std::any::type_name::<T>();
-        put_str(&mut self.body, name);
-        put_str(&mut self.body, type_name);
-        let len_at = self.body.len();
-        self.body.extend_from_slice(&0u64.to_le_bytes());
-        let start = self.body.len();
-        let body = std::mem::take(&mut self.body);
-        self.body = postcard::to_extend(value, body).map_err(|e| Error::Field {
-            field: name.to_owned(),
-            reason: format!("cannot serialize: {e}"),
-        })?;
-        let len = (self.body.len() - start) as u64;
-        self.body[len_at..start].copy_from_slice(&len.to_le_bytes());
+        put_str(&mut self.buf, name);
+        put_str(&mut self.buf, type_name);
+        if let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() {
+            let mut prefix = Vec::with_capacity(10);
+            put_varint(&mut prefix, bytes.len() as u64);
+            self.buf
+                .extend_from_slice(&((prefix.len() + bytes.len()) as u64).to_le_bytes());
+            self.buf.extend_from_slice(&prefix);
+            self.parts.push(Part::Owned(std::mem::take(&mut self.buf)));
+            self.parts.push(Part::Borrowed(bytes));
+        } else {
+            let len_at = self.buf.len();
+            self.buf.extend_from_slice(&0u64.to_le_bytes());
+            let start = self.buf.len();
+            let buf = std::mem::take(&mut self.buf);
+            self.buf = postcard::to_extend(value, buf).map_err(|e| Error::Field {
+                field: name.to_owned(),
+                reason: format!("cannot serialize: {e}"),
+            })?;
+            let len = (self.buf.len() - start) as u64;
+            self.buf[len_at..start].copy_from_slice(&len.to_le_bytes());
+        }
         self.count += 1;
         Ok(())
     }
 
-    /// Finishes the frame: header plus body.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        self.body[..4].copy_from_slice(&self.count.to_le_bytes());
-        let mut out = Vec::with_capacity(HEADER_LEN + self.body.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&self.body).to_le_bytes());
-        out.extend_from_slice(&self.body);
+    /// Completes the frame: header, checksum and field count computed over the parts in place.
+    pub(crate) fn finish(mut self) -> Snapshot<'a> {
+        if !self.buf.is_empty() {
+            self.parts.push(Part::Owned(std::mem::take(&mut self.buf)));
+        }
+        let count = self.count.to_le_bytes();
+        let body_len = 4 + self
+            .parts
+            .iter()
+            .map(|p| p.bytes().len() as u64)
+            .sum::<u64>();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&count);
+        for part in &self.parts {
+            crc.update(part.bytes());
+        }
+        let mut head = [0u8; HEADER_LEN + 4];
+        head[..8].copy_from_slice(MAGIC);
+        head[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        head[12..20].copy_from_slice(&body_len.to_le_bytes());
+        head[20..24].copy_from_slice(&crc.finalize().to_le_bytes());
+        head[24..].copy_from_slice(&count);
+        Snapshot {
+            head,
+            parts: self.parts,
+        }
+    }
+}
+
+/// A finished snapshot frame, as a list of byte slices (some borrowed from the state).
+pub(crate) struct Snapshot<'a> {
+    head: [u8; HEADER_LEN + 4],
+    parts: Vec<Part<'a>>,
+}
+
+impl Snapshot<'_> {
+    /// The frame's bytes, in order.
+    pub(crate) fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.head[..]).chain(self.parts.iter().map(Part::bytes))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slices().map(<[u8]>::len).sum()
+    }
+
+    /// The frame in one buffer (tests, fuzzing).
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        for s in self.slices() {
+            out.extend_from_slice(s);
+        }
         out
     }
+}
+
+/// postcard's varint (LEB128): 7 bits a byte, low bits first.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -99,38 +187,108 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Serializes a state into a complete snapshot frame.
-pub(crate) fn encode(state: &dyn State) -> Result<Vec<u8>> {
+/// Serializes a state into a snapshot frame that borrows from it.
+pub(crate) fn encode(state: &dyn State) -> Result<Snapshot<'_>> {
     let mut w = SnapshotWriter::default();
     state.save(&mut w)?;
     Ok(w.finish())
 }
 
+enum Value {
+    /// postcard bytes.
+    Encoded(Vec<u8>),
+    /// A `Vec<u8>` field: the length its postcard prefix declared, and the bytes after the
+    /// prefix, read straight into their own buffer (which becomes the field's value).
+    Blob(u64, Vec<u8>),
+    /// A field handed out already.
+    Taken,
+}
+
 struct Entry {
     type_name: String,
-    value: std::ops::Range<usize>,
+    value: Value,
     taken: bool,
 }
 
 /// A decoded snapshot; hands out fields by name.
 pub struct SnapshotReader {
-    frame: Vec<u8>,
     fields: BTreeMap<String, Entry>,
 }
 
-impl SnapshotReader {
-    /// Checks the frame (magic, version, length, checksum) and indexes its fields.
-    pub fn new(frame: Vec<u8>) -> Result<Self> {
-        if frame.len() < MAGIC.len() || &frame[..MAGIC.len()] != MAGIC {
-            return Err(Error::snapshot("not a hotrestart snapshot (bad magic)"));
+/// Reads the frame from `r`, checking as it goes; `Err(reason)`.
+struct FrameReader<'r, R> {
+    r: &'r mut R,
+    crc: crc32fast::Hasher,
+    left: u64,
+}
+
+impl<R: Read> FrameReader<'_, R> {
+    fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, String> {
+        if n > self.left {
+            return Err(format!(
+                "{what} runs past the end of the body ({n} bytes, {} left)",
+                self.left
+            ));
         }
-        if frame.len() < HEADER_LEN {
+        // Grows with the bytes that arrive: a lying length cannot make it allocate.
+        let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
+        let got = (&mut *self.r)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("reading {what}: {e}"))?;
+        if got as u64 != n {
+            return Err(format!("truncated: the body ends inside {what}"));
+        }
+        self.left -= n;
+        self.crc.update(&out);
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+        Ok(self.bytes(N as u64, what)?.try_into().unwrap())
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        let len = u16::from_le_bytes(self.array(what)?);
+        String::from_utf8(self.bytes(len.into(), what)?).map_err(|_| format!("{what} is not UTF-8"))
+    }
+}
+
+impl SnapshotReader {
+    /// Checks a whole frame (magic, version, length, checksum) and indexes its fields.
+    pub fn new(frame: Vec<u8>) -> Result<Self> {
+        let mut bytes = &frame[..];
+        let reader = Self::read_from(&mut bytes)?;
+        if !bytes.is_empty() {
             return Err(Error::snapshot(format!(
-                "truncated header ({} bytes)",
-                frame.len()
+                "{} bytes of trailing data after the snapshot",
+                bytes.len()
             )));
         }
-        let version = u32::from_le_bytes(frame[8..12].try_into().unwrap());
+        Ok(reader)
+    }
+
+    /// Reads one frame from `r`, field by field: every value goes straight into its own
+    /// buffer, so the frame is never held whole; the checksum is checked at the end, before
+    /// anything is handed out.
+    pub(crate) fn read_from<R: Read>(r: &mut R) -> Result<Self> {
+        let mut head = [0u8; HEADER_LEN];
+        let mut got = 0;
+        while got < HEADER_LEN {
+            match r.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::snapshot(format!("reading the header: {e}"))),
+            }
+        }
+        if got < MAGIC.len().min(HEADER_LEN) || head[..MAGIC.len()] != MAGIC[..] {
+            return Err(Error::snapshot("not a hotrestart snapshot (bad magic)"));
+        }
+        if got < HEADER_LEN {
+            return Err(Error::snapshot(format!("truncated header ({got} bytes)")));
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().unwrap());
         if version > FORMAT_VERSION {
             return Err(Error::snapshot(format!(
                 "written in format version {version}, this build reads up to {FORMAT_VERSION}"
@@ -139,25 +297,69 @@ impl SnapshotReader {
         if version == 0 {
             return Err(Error::snapshot("format version 0 does not exist"));
         }
-        let len = u64::from_le_bytes(frame[12..20].try_into().unwrap());
-        let crc = u32::from_le_bytes(frame[20..24].try_into().unwrap());
-        let available = (frame.len() - HEADER_LEN) as u64;
-        if len != available {
+        let len = u64::from_le_bytes(head[12..20].try_into().unwrap());
+        let crc = u32::from_le_bytes(head[20..24].try_into().unwrap());
+        let mut frame = FrameReader {
+            r,
+            crc: crc32fast::Hasher::new(),
+            left: len,
+        };
+        let fields = Self::read_fields(&mut frame).map_err(Error::snapshot)?;
+        if frame.left != 0 {
             return Err(Error::snapshot(format!(
-                "body is {available} bytes, the header says {len} (truncated or trailing data)"
+                "{} bytes of trailing data after the last field",
+                frame.left
             )));
         }
-        let body = &frame[HEADER_LEN..];
-        if crc32fast::hash(body) != crc {
+        if frame.crc.finalize() != crc {
             return Err(Error::snapshot("checksum mismatch (corrupt data)"));
         }
-        let fields = index_fields(body).map_err(Error::snapshot)?;
-        Ok(SnapshotReader { frame, fields })
+        Ok(SnapshotReader { fields })
+    }
+
+    fn read_fields<R: Read>(
+        frame: &mut FrameReader<'_, R>,
+    ) -> Result<BTreeMap<String, Entry>, String> {
+        let count = u32::from_le_bytes(frame.array("the field count")?);
+        let mut fields = BTreeMap::new();
+        for _ in 0..count {
+            let name = frame.string("a field name")?;
+            let type_name = frame.string("a type name")?;
+            let len = u64::from_le_bytes(frame.array("a field length")?);
+            let value = if type_name == BLOB_TYPE && len > 0 {
+                let mut prefix = Vec::new();
+                while prefix.len() < 10
+                    && prefix.last().is_none_or(|b| b & 0x80 != 0)
+                    && (prefix.len() as u64) < len
+                {
+                    prefix.extend(frame.bytes(1, "a byte string's length")?);
+                }
+                let (declared, used) =
+                    get_varint(&prefix).ok_or("a byte string's length is not a varint")?;
+                Value::Blob(declared, frame.bytes(len - used as u64, "a field value")?)
+            } else {
+                Value::Encoded(frame.bytes(len, "a field value")?)
+            };
+            if fields
+                .insert(
+                    name.clone(),
+                    Entry {
+                        type_name,
+                        value,
+                        taken: false,
+                    },
+                )
+                .is_some()
+            {
+                return Err(format!("field `{name}` appears twice"));
+            }
+        }
+        Ok(fields)
     }
 
     /// Takes field `name` as a `T`: `Ok(None)` when the snapshot lacks it (the caller keeps its
     /// default), [`Error::TypeChanged`] when it was written as another type.
-    pub fn take<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>> {
+    pub fn take<T: DeserializeOwned + 'static>(&mut self, name: &str) -> Result<Option<T>> {
         let Some(entry) = self.fields.get_mut(name) else {
             tracing::info!(
                 field = name,
@@ -165,7 +367,6 @@ impl SnapshotReader {
             );
             return Ok(None);
         };
-        entry.taken = true;
         let expected = std::any::type_name::<T>();
         if entry.type_name != expected {
             return Err(Error::TypeChanged {
@@ -174,11 +375,29 @@ impl SnapshotReader {
                 expected: expected.to_owned(),
             });
         }
-        let bytes = &self.frame[HEADER_LEN + entry.value.start..HEADER_LEN + entry.value.end];
-        let value = postcard::from_bytes(bytes).map_err(|e| Error::Field {
+        let field_error = |reason: String| Error::Field {
             field: name.to_owned(),
-            reason: format!("cannot decode: {e}"),
-        })?;
+            reason,
+        };
+        let value = match std::mem::replace(&mut entry.value, Value::Taken) {
+            Value::Blob(declared, bytes) if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() => {
+                if declared != bytes.len() as u64 {
+                    return Err(field_error(
+                        "cannot decode: the byte string's length does not match".into(),
+                    ));
+                }
+                let boxed: Box<dyn Any> = Box::new(bytes);
+                *boxed.downcast::<T>().expect("T is Vec<u8>")
+            }
+            Value::Blob(..) => return Err(field_error("cannot decode: a byte string".into())),
+            Value::Encoded(bytes) => {
+                let decoded = postcard::from_bytes(&bytes);
+                entry.value = Value::Encoded(bytes);
+                decoded.map_err(|e| field_error(format!("cannot decode: {e}")))?
+            }
+            Value::Taken => return Err(field_error("taken twice".into())),
+        };
+        entry.taken = true;
         Ok(Some(value))
     }
 
@@ -192,69 +411,16 @@ impl SnapshotReader {
     }
 }
 
-fn index_fields(body: &[u8]) -> Result<BTreeMap<String, Entry>, String> {
-    let mut pos = 0usize;
-    let count = read_u32(body, &mut pos)?;
-    let mut fields = BTreeMap::new();
-    for _ in 0..count {
-        let name = read_str(body, &mut pos)?;
-        let type_name = read_str(body, &mut pos)?;
-        let len = read_u64(body, &mut pos)?;
-        let len = usize::try_from(len).map_err(|_| "field length overflows".to_owned())?;
-        let end = pos
-            .checked_add(len)
-            .filter(|&e| e <= body.len())
-            .ok_or("field value runs past the end")?;
-        if fields
-            .insert(
-                name.clone(),
-                Entry {
-                    type_name,
-                    value: pos..end,
-                    taken: false,
-                },
-            )
-            .is_some()
-        {
-            return Err(format!("field `{name}` appears twice"));
+/// Reads a postcard varint of at most 10 bytes; returns it and the bytes it took.
+fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut n = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        n |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            return Some((n, i + 1));
         }
-        pos = end;
     }
-    if pos != body.len() {
-        return Err(format!(
-            "{} bytes of trailing data after the last field",
-            body.len() - pos
-        ));
-    }
-    Ok(fields)
-}
-
-fn take_bytes<'a>(body: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], String> {
-    let end = pos
-        .checked_add(n)
-        .filter(|&e| e <= body.len())
-        .ok_or("unexpected end of snapshot body")?;
-    let out = &body[*pos..end];
-    *pos = end;
-    Ok(out)
-}
-
-fn read_u32(body: &[u8], pos: &mut usize) -> Result<u32, String> {
-    Ok(u32::from_le_bytes(
-        take_bytes(body, pos, 4)?.try_into().unwrap(),
-    ))
-}
-
-fn read_u64(body: &[u8], pos: &mut usize) -> Result<u64, String> {
-    Ok(u64::from_le_bytes(
-        take_bytes(body, pos, 8)?.try_into().unwrap(),
-    ))
-}
-
-fn read_str(body: &[u8], pos: &mut usize) -> Result<String, String> {
-    let len = u16::from_le_bytes(take_bytes(body, pos, 2)?.try_into().unwrap()) as usize;
-    let bytes = take_bytes(body, pos, len)?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| "a name is not UTF-8".to_owned())
+    None
 }
 
 /// Decodes `frame` and restores it into `state`, all fields or none.
@@ -310,20 +476,32 @@ pub fn fuzz_seed() -> Vec<u8> {
     use std::collections::HashMap;
     use std::sync::atomic::AtomicU64;
     use std::sync::Mutex;
-    let mut w = SnapshotWriter::default();
     let map: HashMap<String, u64> = [("a".to_owned(), 1), ("bb".to_owned(), u64::MAX)].into();
+    let (n, hits, text, bytes) = (
+        7u64,
+        AtomicU64::new(300),
+        "text".to_owned(),
+        vec![1u8, 2, 3],
+    );
+    let list = vec!["x".to_owned(), "yz".to_owned()];
+    let (ballast, sessions, tuple) = (
+        Mutex::new("abc".to_owned()),
+        Mutex::new(map),
+        Some((5u32, true, 1.5f64)),
+    );
+    let mut w = SnapshotWriter::default();
     let fields = (|| -> Result<()> {
-        w.field("n", &7u64)?;
-        w.field("hits", &AtomicU64::new(300))?;
-        w.field("s", &"text".to_owned())?;
-        w.field("bytes", &vec![1u8, 2, 3])?;
-        w.field("list", &vec!["x".to_owned(), "yz".to_owned()])?;
-        w.field("ballast", &Mutex::new("abc".to_owned()))?;
-        w.field("sessions", &Mutex::new(map))?;
-        w.field("tuple", &Some((5u32, true, 1.5f64)))
+        w.field("n", &n)?;
+        w.field("hits", &hits)?;
+        w.field("s", &text)?;
+        w.field("bytes", &bytes)?;
+        w.field("list", &list)?;
+        w.field("ballast", &ballast)?;
+        w.field("sessions", &sessions)?;
+        w.field("tuple", &tuple)
     })();
     fields.expect("the seed fields serialize");
-    w.finish()
+    w.finish().to_vec()
 }
 
 #[cfg(test)]
@@ -342,7 +520,7 @@ mod tests {
         legacy: String,
     }
     impl State for V1 {
-        fn save(&self, w: &mut SnapshotWriter) -> Result<()> {
+        fn save<'a>(&'a self, w: &mut SnapshotWriter<'a>) -> Result<()> {
             w.field("hits", &self.hits)?;
             w.field("names", &self.names)?;
             w.field("legacy", &self.legacy)
@@ -371,7 +549,7 @@ mod tests {
         added: Vec<u8>,
     }
     impl State for V2 {
-        fn save(&self, w: &mut SnapshotWriter) -> Result<()> {
+        fn save<'a>(&'a self, w: &mut SnapshotWriter<'a>) -> Result<()> {
             w.field("hits", &self.hits)?;
             w.field("added", &self.added)
         }
@@ -395,7 +573,7 @@ mod tests {
         other: u8,
     }
     impl State for V3 {
-        fn save(&self, w: &mut SnapshotWriter) -> Result<()> {
+        fn save<'a>(&'a self, w: &mut SnapshotWriter<'a>) -> Result<()> {
             w.field("hits", &self.hits)
         }
         fn restore(&mut self, r: &mut SnapshotReader) -> Result<()> {
@@ -422,8 +600,31 @@ mod tests {
     }
 
     #[test]
+    fn byte_vectors_take_the_fast_path_with_postcards_bytes() {
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let blob: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut w = SnapshotWriter::default();
+            w.field("blob", &blob).unwrap();
+            let frame = w.finish().to_vec();
+            // The value bytes are exactly what postcard writes for a Vec<u8>.
+            let expected = postcard::to_allocvec(&blob).unwrap();
+            assert!(frame.ends_with(&expected), "len {len}");
+            let mut r = SnapshotReader::new(frame).unwrap();
+            assert_eq!(r.take::<Vec<u8>>("blob").unwrap(), Some(blob.clone()));
+            // And postcard's own decoder agrees.
+            let mut w = SnapshotWriter::default();
+            w.field("blob", &blob).unwrap();
+            let frame = w.finish().to_vec();
+            assert_eq!(
+                postcard::from_bytes::<Vec<u8>>(&frame[frame.len() - expected.len()..]).unwrap(),
+                blob
+            );
+        }
+    }
+
+    #[test]
     fn round_trip_keeps_every_field() {
-        let frame = encode(&v1()).unwrap();
+        let frame = encode(&v1()).unwrap().to_vec();
         let mut back = V1::default();
         restore(&mut back, frame).unwrap();
         assert_eq!(back.hits.load(Ordering::Relaxed), 42);
@@ -433,7 +634,7 @@ mod tests {
 
     #[test]
     fn new_field_takes_its_default() {
-        let frame = encode(&v1()).unwrap();
+        let frame = encode(&v1()).unwrap().to_vec();
         let mut v2 = V2 {
             added: vec![7],
             ..Default::default()
@@ -450,7 +651,7 @@ mod tests {
     #[test]
     fn removed_field_is_ignored() {
         // v1 has `names` and `legacy`, which V2 no longer has: restoring must succeed.
-        let frame = encode(&v1()).unwrap();
+        let frame = encode(&v1()).unwrap().to_vec();
         let mut reader = SnapshotReader::new(frame).unwrap();
         let mut v2 = V2::default();
         v2.restore(&mut reader).unwrap();
@@ -465,7 +666,7 @@ mod tests {
 
     #[test]
     fn changed_type_is_an_error_and_restores_nothing() {
-        let frame = encode(&v1()).unwrap();
+        let frame = encode(&v1()).unwrap().to_vec();
         let mut v3 = V3 {
             hits: "untouched".into(),
             other: 0,
@@ -487,7 +688,7 @@ mod tests {
 
     #[test]
     fn corrupt_truncated_foreign_and_newer_frames_are_refused() {
-        let frame = encode(&v1()).unwrap();
+        let frame = encode(&v1()).unwrap().to_vec();
         let mut flipped = frame.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x10;

@@ -136,25 +136,35 @@ fn remove_stale_temps(path: &Path) {
 /// Writes `bytes` to `path` atomically: a 0600 temp file in the same directory, fsync,
 /// rename over the old file, fsync the directory. A crash at any point leaves either the old
 /// file or the new one, whole.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_mode(path, bytes, 0o600)
 }
 
 /// [`write_atomic`] with another file mode (PID files are world-readable).
 pub(crate) fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_atomic_parts(path, &[bytes], mode)
+}
+
+/// [`write_atomic`] of a frame given as slices (a snapshot that borrows from the state).
+pub(crate) fn write_atomic_parts(path: &Path, parts: &[&[u8]], mode: u32) -> Result<()> {
     let (dir, name) = dir_and_name(path).ok_or_else(|| state_error(path, "is not a file path"))?;
     let tmp = temp_path(&dir, name, std::process::id());
     // A temp file of ours can only be left by an earlier failed write of this process. Whatever
     // is at that path, the new one is created afresh (O_EXCL) and never through a symbolic link.
     let _ = fs::remove_file(&tmp);
     let result = (|| -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        let mut out = io::BufWriter::with_capacity(1 << 16, file);
+        for part in parts {
+            out.write_all(part)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, path)?;

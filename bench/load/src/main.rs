@@ -20,6 +20,7 @@ struct Args {
     connections: usize,
     idle_restarts: usize,
     only: Option<Vec<String>>,
+    state_only: bool,
     state_sizes: Vec<usize>,
     map_entries: usize,
     root: PathBuf,
@@ -32,6 +33,7 @@ fn parse_args() -> Args {
         connections: 50,
         idle_restarts: 30,
         only: None,
+        state_only: false,
         state_sizes: vec![1 << 20, 64 << 20, 512 << 20],
         map_entries: 1_000_000,
         root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap(),
@@ -53,9 +55,10 @@ fn parse_args() -> Args {
             "--connections" => a.connections = value(i).parse().unwrap(),
             "--only" => a.only = Some(value(i).split(',').map(str::to_owned).collect()),
             "--no-state" => a.state_sizes.clear(),
+            "--state-only" => a.state_only = true,
             other => panic!("unknown argument {other}"),
         }
-        i += if args[i].starts_with("--quick") || args[i] == "--no-state" { 1 } else { 2 };
+        i += if ["--quick", "--no-state", "--state-only"].contains(&args[i].as_str()) { 1 } else { 2 };
     }
     a
 }
@@ -293,7 +296,8 @@ async fn idle_restart_latency(target: &Target, n: usize) -> (f64, f64, Vec<f64>)
 }
 
 async fn throughput(target: &Target, mode: Mode, args: &Args) -> f64 {
-    let r = run_load(target, mode, 0, args).await;
+    let short = Args { duration: args.duration.min(Duration::from_secs(10)), only: None, state_sizes: Vec::new(), root: args.root.clone(), ..*args };
+    let r = run_load(target, mode, 0, &short).await;
     r.samples.iter().filter(|s| s.outcome == Outcome::Ok).count() as f64 / r.wall.as_secs_f64()
 }
 
@@ -395,6 +399,7 @@ async fn main() {
         args.duration.as_secs(),
         args.connections
     );
+    if !args.state_only {
     println!("## Restarts under load\n");
     println!("| target | client | requests | refused | reset | timeout | non-2xx | server-asked reconnects | restarts | steady p50/p99/max ms | restart-window p50/p99/max ms | accept gap med/max ms | trigger→new pid ms (median) | counter |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -419,21 +424,27 @@ async fn main() {
         println!("| {} | {trig} | {med:.2} | {max:.2} | {internal} |", t.name);
     }
 
-    println!("\n## Steady-state throughput, no restart ({}s, {} connections)\n", args.duration.as_secs(), args.connections);
+    println!(
+        "\n## Steady-state throughput, no restart (median of 4 alternating runs of {}s, {} connections)\n",
+        args.duration.min(Duration::from_secs(10)).as_secs(),
+        args.connections
+    );
     println!("| client | plain axum req/s | hotrestart req/s | ratio |");
     println!("|---|---|---|---|");
     let plain = Target { name: "plain axum", bin: args.root.join("bench/peers/target/release/plain_axum"), trigger: Trigger::None, keeps_state: false };
     for mode in [Mode::KeepAlive, Mode::Close].into_iter().filter(|_| plain.bin.exists()) {
-        // Alternate the two, twice, and keep each one's best: the machine is noisy.
-        let mut p = 0f64;
-        let mut h = 0f64;
-        for _ in 0..2 {
-            p = p.max(throughput(&plain, mode, &args).await);
-            h = h.max(throughput(&all[0], mode, &args).await);
+        // Alternate the two, four times, and compare medians: the machine is noisy.
+        let mut ps = Vec::new();
+        let mut hs = Vec::new();
+        for _ in 0..4 {
+            ps.push(throughput(&plain, mode, &args).await);
+            hs.push(throughput(&all[0], mode, &args).await);
         }
+        let (p, h) = (median(&mut ps), median(&mut hs));
         println!("| {} | {p:.0} | {h:.0} | {:.3} |", mode.name(), h / p);
     }
 
+    }
     if !args.state_sizes.is_empty() {
         println!("\n## State handoff at scale\n");
         println!("| state | snapshot MiB | accept gap ms | trigger→new pid ms | handoff MiB/s | raw socketpair MiB/s | ratio | old process peak extra / snapshot | successor peak extra / snapshot |");

@@ -4,9 +4,9 @@ const _: () = {
         ::hotrestart::__private::assert_persist::<RwLock<HashMap<String, Session>>>();
     }
     impl ::hotrestart::__private::State for AppState {
-        fn save(
-            &self,
-            __hotrestart_w: &mut ::hotrestart::__private::SnapshotWriter,
+        fn save<'__hotrestart_a>(
+            &'__hotrestart_a self,
+            __hotrestart_w: &mut ::hotrestart::__private::SnapshotWriter<'__hotrestart_a>,
         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
             __hotrestart_w.field::<AtomicU64>("hits", &self.hits)?;
             __hotrestart_w
