@@ -314,7 +314,10 @@ impl Hot {
         };
         let predecessor = self.inner.predecessor.lock().unwrap().take();
         match predecessor {
-            Some(chan) => self.take_over(chan, &mut state).await?,
+            Some(chan) => {
+                let span = tracing::info_span!("take_over", new_generation = self.inner.generation);
+                tracing::Instrument::instrument(self.take_over(chan, &mut state), span).await?
+            }
             None => {
                 self.cold_restore(&mut state);
                 self.close_unclaimed();
@@ -691,7 +694,14 @@ async fn supervise(
             }
             continue;
         }
-        let restart = restart(&inner);
+        let restart = tracing::Instrument::instrument(
+            restart(&inner),
+            tracing::info_span!(
+                "restart",
+                from_generation = inner.generation,
+                old_pid = std::process::id()
+            ),
+        );
         tokio::pin!(restart);
         let outcome = loop {
             tokio::select! {
