@@ -10,6 +10,8 @@
 //!   `<pid>`: shows a custom loop that follows `hot.phase()`.
 //! - `PROBE_CHILD_ENV=<path>`: once ready, runs `env` as a child process and writes its output
 //!   to `<path>.<generation>`: what the application's own children see.
+//! - `PROBE_CHILD_FDS=<path>`: once ready, runs `ls -l /proc/self/fd` as a child process and
+//!   writes its output to `<path>.<generation>`: the fds the application's children inherit.
 //! - `PROBE_INIT_MS=<n>`: sleeps `n` ms of "slow initialisation" before `hot.ready`.
 
 use std::time::Duration;
@@ -49,6 +51,15 @@ async fn main(hot: Hot) -> Result<(), Box<dyn std::error::Error>> {
     hot.ready(()).await?;
     if let Some(path) = std::env::var_os("PROBE_CHILD_ENV") {
         let out = tokio::process::Command::new("env").output().await?;
+        let mut path = path;
+        path.push(format!(".{}", hot.generation()));
+        std::fs::write(path, out.stdout)?;
+    }
+    if let Some(path) = std::env::var_os("PROBE_CHILD_FDS") {
+        let out = tokio::process::Command::new("ls")
+            .args(["-l", "/proc/self/fd"])
+            .output()
+            .await?;
         let mut path = path;
         path.push(format!(".{}", hot.generation()));
         std::fs::write(path, out.stdout)?;

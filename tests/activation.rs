@@ -140,3 +140,39 @@ fn children_of_the_application_see_no_hotrestart_variable() {
         );
     }
 }
+
+#[test]
+fn children_of_the_application_inherit_no_hotrestart_fd() {
+    let mut svc = Service::prepare("probe", &[]);
+    let out = svc.dir.path().join("child-fds");
+    let control = svc.dir.path().join("control.sock");
+    svc.env = env_of(
+        &svc,
+        &[
+            ("PROBE_CHILD_FDS", out.to_str().unwrap()),
+            ("HOTRESTART_CONTROL_SOCKET", control.to_str().unwrap()),
+        ],
+    );
+    svc.spawn();
+    svc.hot_restart();
+    for generation in [0, 1] {
+        let path = format!("{}.{generation}", out.display());
+        let start = std::time::Instant::now();
+        while !std::path::Path::new(&path).exists() {
+            assert!(start.elapsed() < WAIT, "{path} never written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let listing = fs::read_to_string(&path).unwrap();
+        assert!(
+            listing.contains(" 0 -> "),
+            "the listing was captured: {listing}"
+        );
+        // Listeners, their duplicates, the handoff channel, the control socket and the
+        // runtime's own sockets are all close-on-exec: a child sees none of them.
+        let sockets: Vec<_> = listing.lines().filter(|l| l.contains("socket:")).collect();
+        assert!(
+            sockets.is_empty(),
+            "generation {generation}'s child inherited {sockets:?}"
+        );
+    }
+}
