@@ -1,5 +1,7 @@
 //! The control socket and `hotrestart-ctl`: restart with an outcome, status, owner only; and
 //! the development mode that restarts on a rebuilt executable.
+// Children are reaped by the harness's reaper (see tests/common), never by `Child::wait`.
+#![allow(clippy::zombie_processes)]
 
 mod common;
 

@@ -97,21 +97,22 @@ async fn handle(hot: Hot, stream: UnixStream) {
             .await;
         return;
     }
+    // Keeps this process alive until the outcome is written (see `Hot::restart_tracked`).
     let mut _keep_alive = None;
     let reply = match line.trim() {
-        "restart" => match {
+        "restart" => {
             let (outcome, guard) = hot.restart_tracked().await;
             _keep_alive = guard;
-            outcome
-        } {
-            Ok(r) => format!(
-                "restarted: pid {} → pid {} in {:.1} ms\n",
-                r.old_pid,
-                r.new_pid,
-                r.elapsed.as_secs_f64() * 1e3
-            ),
-            Err(e) => format!("failed: {e}\n"),
-        },
+            match outcome {
+                Ok(r) => format!(
+                    "restarted: pid {} → pid {} in {:.1} ms\n",
+                    r.old_pid,
+                    r.new_pid,
+                    r.elapsed.as_secs_f64() * 1e3
+                ),
+                Err(e) => format!("failed: {e}\n"),
+            }
+        }
         "status" => hot.status_line(),
         other => format!("unknown command {other:?}: use `restart` or `status`\n"),
     };

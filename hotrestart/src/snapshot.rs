@@ -68,20 +68,11 @@ impl Part<'_> {
 /// Collects fields into a snapshot body. Field headers and serde-encoded values are written
 /// to owned buffers; `Vec<u8>` values are referenced where they are, so a large blob is never
 /// copied before it is sent or written.
+#[derive(Default)]
 pub struct SnapshotWriter<'a> {
     parts: Vec<Part<'a>>,
     buf: Vec<u8>,
     count: u32,
-}
-
-impl Default for SnapshotWriter<'_> {
-    fn default() -> Self {
-        SnapshotWriter {
-            parts: Vec::new(),
-            buf: Vec::new(),
-            count: 0,
-        }
-    }
 }
 
 impl<'a> SnapshotWriter<'a> {
