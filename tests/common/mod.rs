@@ -150,47 +150,26 @@ impl Service {
 
     /// Starts the binary without waiting. `fd3`, if given, is passed as fd 3 (socket activation).
     pub fn spawn_with(&self, fd3: Option<std::os::fd::RawFd>) -> u32 {
-        use std::os::unix::process::CommandExt;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let mut command = Command::new(&self.bin);
-        if let Some(fd) = fd3 {
-            // SAFETY: runs between fork and exec and calls only dup2/fcntl, which are async-signal-safe;
-            // dup2 leaves the new fd 3 without close-on-exec, so it crosses exec.
-            unsafe {
-                command.pre_exec(move || {
-                    // dup2(3, 3) would keep close-on-exec set: clear the flag instead.
-                    let rc = if fd == 3 {
+        let setup: PreExec = match fd3 {
+            None => Box::new(|| Ok(())),
+            // dup2 leaves the new fd 3 without close-on-exec, so it crosses exec; dup2(3, 3)
+            // would keep close-on-exec set: clear the flag instead.
+            Some(fd) => Box::new(move || {
+                // SAFETY: dup2/fcntl on integer fds touch no memory (async-signal-safe).
+                let rc = unsafe {
+                    if fd == 3 {
                         libc::fcntl(3, libc::F_SETFD, 0)
                     } else {
                         libc::dup2(fd, 3)
-                    };
-                    if rc < 0 {
-                        return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
-        }
-        let child = command
-            .current_dir(self.dir.path())
-            .env("PORT", self.port.to_string())
-            .env("HOTRESTART_STATE_FILE", &self.state_file)
-            .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        drop(fork);
-        let pid = child.id();
-        drop(child); // statuses come from the reaper
-        pid
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            }),
+        };
+        self.spawn_with_setup(setup)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -528,7 +507,7 @@ impl Service {
         fs::write(self.dir.path().join("plan"), words).unwrap();
     }
 
-    /// Starts the binary like `spawn_with(None)`, running `setup` in the child before exec.
+    /// Starts the binary without waiting, running `setup` in the child before exec.
     pub fn spawn_with_setup(&self, setup: PreExec) -> u32 {
         use std::os::unix::process::CommandExt;
         let log = fs::OpenOptions::new()
@@ -539,7 +518,7 @@ impl Service {
         let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut command = Command::new(&self.bin);
         // SAFETY: the setups given by the tests only make system calls (setrlimit, signal,
-        // prctl), which are async-signal-safe, and allocate nothing.
+        // prctl, dup2, fcntl), which are async-signal-safe, and allocate nothing.
         unsafe {
             command.pre_exec(setup);
         }
