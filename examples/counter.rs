@@ -28,10 +28,10 @@ struct Counter {
 // ANCHOR: hook
 /// Runs in the old process before its state is handed over, and before a graceful exit.
 #[hotrestart::before_restart]
-async fn log_handover(counter: &Counter) {
+async fn log_hits(counter: &Counter) {
     tracing::info!(
         hits = counter.hits.load(Ordering::SeqCst),
-        "before_restart: handing over"
+        "before_restart hook ran"
     );
 }
 

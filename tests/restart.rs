@@ -37,7 +37,7 @@ fn hot_restart_changes_pid_keeps_count_and_fails_no_request() {
     assert_eq!(svc.pid(), new);
     let log = svc.log_text();
     assert!(
-        log.contains("before_restart: handing over"),
+        log.contains("before_restart hook ran"),
         "the hook ran:\n{log}"
     );
     assert!(log.contains(&format!("handed over to pid {new}")), "{log}");
@@ -195,4 +195,39 @@ fn corrupt_state_file_is_set_aside_and_the_service_starts_fresh() {
     assert_eq!(wait_exit(pid, WAIT), 0);
     svc.spawn();
     assert_eq!(svc.count(), 1);
+}
+
+#[test]
+fn a_panicking_supervisor_exits_instead_of_ignoring_signals() {
+    use std::io::BufRead;
+    // The log goes to a pipe that is then closed: the next log line (the supervisor's, on
+    // SIGHUP) makes the log writer panic. The process must exit, not keep serving deaf to
+    // SIGTERM and SIGHUP.
+    let svc = Service::prepare("counter", &[]);
+    let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let child = std::process::Command::new(&svc.bin)
+        .current_dir(svc.dir.path())
+        .env("PORT", svc.port.to_string())
+        .env("HOTRESTART_STATE_FILE", &svc.state_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(fork);
+    let pid = child.id();
+    let mut lines = std::io::BufReader::new(child.stderr.unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.contains("ready generation=0") {
+            break;
+        }
+    }
+    drop(lines); // closes the pipe's only reader
+    svc.wait_serving();
+    svc.signal(pid, libc::SIGHUP);
+    assert_eq!(
+        wait_exit(pid, WAIT),
+        70,
+        "exit status 70: the supervisor died"
+    );
 }

@@ -101,6 +101,7 @@ async fn handle(hot: Hot, stream: UnixStream) {
     let mut _keep_alive = None;
     let reply = match line.trim() {
         "restart" => {
+            tracing::info!(generation = hot.generation(), "control socket: hot restart");
             let (outcome, guard) = hot.restart_tracked().await;
             _keep_alive = guard;
             match outcome {

@@ -240,7 +240,21 @@ impl Hot {
         });
         // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
         let signals = Signals::install();
-        tokio::spawn(supervise(inner.clone(), signals, restart_rx));
+        let supervisor = tokio::spawn(supervise(inner.clone(), signals, restart_rx));
+        // The supervisor owns the signal handlers: if it dies (a panic, e.g. in a log writer
+        // whose pipe is gone), SIGTERM and SIGHUP would be swallowed and the process could
+        // neither restart nor stop. Exit instead: a supervisor (systemd) restarts a dead process.
+        tokio::spawn(async move {
+            if let Err(e) = supervisor.await {
+                if e.is_panic() {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr(),
+                        b"hotrestart: the supervisor task panicked; exiting\n",
+                    );
+                    std::process::exit(70);
+                }
+            }
+        });
         Hot { inner }
     }
 
@@ -784,8 +798,8 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 old_pid = restarted.old_pid,
                 new_pid = restarted.new_pid,
                 generation,
-                elapsed_ms = restarted.elapsed.as_secs_f64() * 1e3,
-                accept_gap_ms = restarted.accept_gap.as_secs_f64() * 1e3,
+                elapsed_ms = millis(restarted.elapsed),
+                accept_gap_ms = millis(restarted.accept_gap),
                 state_bytes,
                 "handed over to pid {}",
                 restarted.new_pid
@@ -864,7 +878,7 @@ async fn handover(
     .await?;
     tracing::debug!(
         pid,
-        init_ms = started.elapsed().as_secs_f64() * 1e3,
+        init_ms = millis(started.elapsed()),
         "successor prepared: quiescing"
     );
 
@@ -1181,4 +1195,9 @@ async fn receive_snapshot(
         .map_err(|e| Error::io("handoff channel", e))?;
     let chan = UnixStream::from_std(std).map_err(|e| Error::io("handoff channel", e))?;
     Ok((chan, received))
+}
+
+/// A duration in milliseconds, to the microsecond, for log fields.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
