@@ -1160,13 +1160,30 @@ enum Received {
     Cut(String),
 }
 
-/// Reads a snapshot of `len` bytes from the channel, field by field, on a blocking thread (the
-/// decoder is synchronous; no frame-sized buffer is ever allocated). Gives the channel back.
+/// Snapshots up to this size are read whole and decoded in place: cheaper than a blocking thread.
+const SMALL_SNAPSHOT: u64 = 256 << 10;
+
+/// Reads a snapshot of `len` bytes from the channel. A small one is read whole; a large one is
+/// read field by field on a blocking thread (the decoder is synchronous; no frame-sized buffer
+/// is ever allocated). Gives the channel back.
 async fn receive_snapshot(
-    chan: UnixStream,
+    mut chan: UnixStream,
     len: u64,
     limit: Duration,
 ) -> Result<(UnixStream, Received)> {
+    if len <= SMALL_SNAPSHOT {
+        use tokio::io::AsyncReadExt;
+        let mut frame = vec![0u8; len as usize];
+        let received = match tokio::time::timeout(limit, chan.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => match SnapshotReader::new(frame) {
+                Ok(reader) => Received::Snapshot(reader),
+                Err(e) => Received::Corrupt(e),
+            },
+            Ok(Err(e)) => Received::Cut(format!("SNAPSHOT frame truncated: {e}")),
+            Err(_) => Received::Cut(format!("SNAPSHOT frame not received within {limit:?}")),
+        };
+        return Ok((chan, received));
+    }
     let std = chan
         .into_std()
         .map_err(|e| Error::io("handoff channel", e))?;
