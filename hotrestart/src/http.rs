@@ -141,7 +141,7 @@ struct Activity {
     in_flight: AtomicU32,
     http2: AtomicBool,
     born: Instant,
-    /// Last request start or response end, in µs since `born` (0: the accept).
+    /// Last response end, in µs since `born` (0: the accept).
     last_us: AtomicU64,
     /// Set once this process stops serving: responses then carry `connection: close`, and
     /// every change is announced on `changed`.
@@ -197,8 +197,8 @@ where
             if http2 {
                 tracked.http2.store(true, Ordering::Relaxed);
             }
+            // No clock read here: while a request is in flight the idle grace does not apply.
             tracked.in_flight.fetch_add(1, Ordering::AcqRel);
-            tracked.touch();
             tracked.announce();
             let response = app.clone().call(req.map(axum::body::Body::new));
             let tracked = tracked.clone();
