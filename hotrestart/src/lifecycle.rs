@@ -508,7 +508,13 @@ impl Hot {
 
     /// Triggers a hot restart and waits for its outcome: `Ok` once the successor is READY (this
     /// process then drains and exits), [`Error::RolledBack`] if it failed (this process keeps
-    /// serving), [`Error::RestartInProgress`] if one is already running.
+    /// serving), [`Error::RestartInProgress`] if one is already running, [`Error::Refused`] if
+    /// too many older generations are still draining.
+    ///
+    /// Do not await it inside a request handler served by [`http::serve`](crate::http::serve):
+    /// the handover waits for open connections to finish, that one included, so the snapshot
+    /// would only be taken at the drain timeout. Spawn it and answer at once (the `probe`
+    /// example's `POST /restart` does so), or use the control socket.
     pub async fn restart(&self) -> Result<Restarted> {
         let (tx, rx) = oneshot::channel();
         self.inner
