@@ -22,11 +22,7 @@ fn rolled_back(svc: &Service, pid: u32) -> String {
     assert!(line.contains(&format!("pid {pid} keeps serving")), "{line}");
     assert_eq!(svc.pid(), pid, "the old process serves");
     thread::sleep(Duration::from_millis(100));
-    let children: Vec<_> = processes()
-        .into_iter()
-        .filter(|p| p.ppid == pid)
-        .map(|p| (p.pid, p.state))
-        .collect();
+    let children = children(pid);
     assert!(
         children.is_empty(),
         "the failed successor is gone: {children:?}"

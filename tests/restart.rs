@@ -97,11 +97,7 @@ fn failed_successors_roll_back_and_a_good_binary_still_takes_over() {
     assert!(lines[1].contains("ready timeout"), "{}", lines[1]);
     assert_eq!(svc.pid(), pid);
     thread::sleep(Duration::from_millis(100));
-    let children: Vec<_> = processes()
-        .into_iter()
-        .filter(|p| p.ppid == pid)
-        .map(|p| (p.pid, p.state))
-        .collect();
+    let children = children(pid);
     assert!(
         children.is_empty(),
         "failed successors are killed and reaped: {children:?}"

@@ -343,12 +343,21 @@ pub fn processes() -> Vec<Proc> {
     out
 }
 
-/// Children of `pid` that are zombies.
-pub fn zombie_children(pid: u32) -> Vec<u32> {
+/// Children of `pid` (with their state letter), zombies included.
+pub fn children(pid: u32) -> Vec<(u32, char)> {
     processes()
         .into_iter()
-        .filter(|p| p.ppid == pid && p.state == 'Z')
-        .map(|p| p.pid)
+        .filter(|p| p.ppid == pid)
+        .map(|p| (p.pid, p.state))
+        .collect()
+}
+
+/// Children of `pid` that are zombies.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|&(_, state)| state == 'Z')
+        .map(|(pid, _)| pid)
         .collect()
 }
 
