@@ -5,8 +5,11 @@
 //! old (generation N)                        successor (generation N+1)
 //!   HELLO {generation, names} + fds  ---->
 //!                                    <----  PREPARED            (its slow init is done)
-//!   quiesce, hooks
+//!                                           (payload: capabilities, see CAP_CONNECTIONS)
+//!   quiesce, park idle connections, hooks
 //!   SNAPSHOT {frame}                 ---->
+//!   CONNECTIONS {batch} + fds        ---->  (only if the successor offered to take them;
+//!   ... the last one flagged last)          at most 253 fds per frame)
 //!                                    <----  READY | REJECT {reason}
 //! ```
 //!
@@ -20,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use crate::conns::Parcel;
 use crate::error::{Error, Result};
 
 pub(crate) const TAG_HELLO: u8 = 1;
@@ -27,6 +31,15 @@ pub(crate) const TAG_PREPARED: u8 = 2;
 pub(crate) const TAG_SNAPSHOT: u8 = 3;
 pub(crate) const TAG_READY: u8 = 4;
 pub(crate) const TAG_REJECT: u8 = 5;
+pub(crate) const TAG_CONNECTIONS: u8 = 6;
+
+/// PREPARED payload bit: "send me your idle connections after the snapshot".
+pub(crate) const CAP_CONNECTIONS: u8 = 1;
+/// Largest CONNECTIONS frame.
+pub(crate) const MAX_CONNECTIONS_FRAME: u64 = 16 << 20;
+/// A batch is cut once its payload passes this size (each connection's unparsed bytes are at
+/// most hyper's read buffer, 400 KiB).
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Largest control frame (anything but a snapshot).
 pub(crate) const MAX_CONTROL: u64 = 64 * 1024;
@@ -53,6 +66,7 @@ pub(crate) fn tag_name(tag: u8) -> &'static str {
         TAG_SNAPSHOT => "SNAPSHOT",
         TAG_READY => "READY",
         TAG_REJECT => "REJECT",
+        TAG_CONNECTIONS => "CONNECTIONS",
         _ => "unknown",
     }
 }
@@ -325,6 +339,176 @@ pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> 
     Ok((hello, fds))
 }
 
+/// One connection in a CONNECTIONS frame, as decoded (its fd travels beside it).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ConnEntry {
+    pub(crate) key: String,
+    pub(crate) prefix: Vec<u8>,
+}
+
+fn encode_connections(last: bool, batch: &[Parcel]) -> Vec<u8> {
+    let size: usize = batch.iter().map(|p| 6 + p.key.len() + p.prefix.len()).sum();
+    let mut p = Vec::with_capacity(5 + size);
+    p.push(last as u8);
+    p.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+    for parcel in batch {
+        p.extend_from_slice(&(parcel.key.len() as u16).to_le_bytes());
+        p.extend_from_slice(parcel.key.as_bytes());
+        p.extend_from_slice(&(parcel.prefix.len() as u32).to_le_bytes());
+        p.extend_from_slice(&parcel.prefix);
+    }
+    p
+}
+
+pub(crate) fn decode_connections(p: &[u8]) -> Result<(bool, Vec<ConnEntry>), String> {
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        let end = pos
+            .checked_add(n)
+            .filter(|&e| e <= p.len())
+            .ok_or("CONNECTIONS is truncated")?;
+        let out = &p[pos..end];
+        pos = end;
+        Ok(out)
+    };
+    let last = match take(1)?[0] {
+        0 => false,
+        1 => true,
+        other => return Err(format!("CONNECTIONS has a bad last flag {other}")),
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+    if count > MAX_FDS {
+        return Err(format!("CONNECTIONS names {count} connections"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+        let key = String::from_utf8(take(len)?.to_vec())
+            .map_err(|_| "a listener identity is not UTF-8")?;
+        let len = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+        let prefix = take(len)?.to_vec();
+        entries.push(ConnEntry { key, prefix });
+    }
+    if pos != p.len() {
+        return Err("trailing bytes after CONNECTIONS".into());
+    }
+    Ok((last, entries))
+}
+
+/// Old process: sends the parked connections, at most [`MAX_FDS`] per frame, the last frame
+/// flagged (an empty one if there are none). Each frame is one `sendmsg` with its fds, so the
+/// fds ride on the frame's first bytes.
+pub(crate) async fn send_connections(chan: &mut UnixStream, parcels: &[Parcel]) -> io::Result<()> {
+    let raw = chan.as_raw_fd();
+    let mut rest = parcels;
+    loop {
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < rest.len()
+            && n < MAX_FDS
+            && (n == 0 || bytes + rest[n].prefix.len() <= BATCH_BYTES)
+        {
+            bytes += rest[n].prefix.len();
+            n += 1;
+        }
+        let (batch, after) = rest.split_at(n);
+        let last = after.is_empty();
+        let payload = encode_connections(last, batch);
+        let mut frame = header(TAG_CONNECTIONS, payload.len() as u64).to_vec();
+        frame.extend_from_slice(&payload);
+        let fds: Vec<RawFd> = batch.iter().map(|p| p.fd).collect();
+        let sent = chan
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+                let cmsgs: &[_] = if fds.is_empty() { &[] } else { &cmsgs };
+                nix::sys::socket::sendmsg::<()>(
+                    raw,
+                    &[IoSlice::new(&frame)],
+                    cmsgs,
+                    nix::sys::socket::MsgFlags::empty(),
+                    None,
+                )
+                .map_err(io::Error::from)
+            })
+            .await?;
+        chan.write_all(&frame[sent..]).await?;
+        rest = after;
+        if last {
+            break;
+        }
+    }
+    chan.flush().await
+}
+
+/// Successor: reads one CONNECTIONS frame and its fds. Returns whether it was the last, and
+/// each connection with its fd.
+pub(crate) async fn recv_connections(
+    chan: &mut UnixStream,
+) -> Result<(bool, Vec<(ConnEntry, OwnedFd)>), String> {
+    let raw = chan.as_raw_fd();
+    let mut head = [0u8; FRAME_HEADER];
+    let (got, fds, truncated) = chan
+        .async_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [IoSliceMut::new(&mut head)];
+            let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+            let msg = nix::sys::socket::recvmsg::<()>(
+                raw,
+                &mut iov,
+                Some(&mut space),
+                nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(io::Error::from)?;
+            let mut fds = Vec::new();
+            for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
+                    for fd in received {
+                        // SAFETY: the kernel just installed this fd in our table for us
+                        // (SCM_RIGHTS); nothing else owns it.
+                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+            }
+            let truncated = msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC);
+            Ok((msg.bytes, fds, truncated))
+        })
+        .await
+        .map_err(|e| format!("reading CONNECTIONS: {e}"))?;
+    if got == 0 {
+        return Err("the previous process closed the channel before CONNECTIONS".into());
+    }
+    chan.read_exact(&mut head[got..])
+        .await
+        .map_err(|e| format!("truncated CONNECTIONS: {e}"))?;
+    let (tag, len) = parse_header(&head, MAX_CONNECTIONS_FRAME).map_err(|e| e.to_string())?;
+    if tag != TAG_CONNECTIONS {
+        return Err(format!("expected CONNECTIONS, got {}", tag_name(tag)));
+    }
+    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+    let read = (&mut *chan)
+        .take(len)
+        .read_to_end(&mut payload)
+        .await
+        .map_err(|e| format!("truncated CONNECTIONS: {e}"))?;
+    if read as u64 != len {
+        return Err(format!("CONNECTIONS truncated at {read} of {len} bytes"));
+    }
+    if truncated {
+        return Err(format!(
+            "the kernel dropped some of the {} handed-over connections (MSG_CTRUNC): is the open-file limit (ulimit -n) lower than in the previous process?",
+            fds.len()
+        ));
+    }
+    let (last, entries) = decode_connections(&payload)?;
+    if entries.len() != fds.len() {
+        return Err(format!(
+            "CONNECTIONS names {} connections but carries {} fds",
+            entries.len(),
+            fds.len()
+        ));
+    }
+    Ok((last, entries.into_iter().zip(fds).collect()))
+}
+
 /// Decodes `bytes` the way both ends read the channel, for fuzzing and property tests: first
 /// as a HELLO (header and payload, as the successor reads it before anything else), then as a
 /// stream of frames read by the successor (SNAPSHOT allowed up to 16 GiB) and by the old
@@ -350,6 +534,9 @@ pub fn fuzz_channel(bytes: &[u8]) {
                     let _ = decode_hello(&frame.payload);
                 }
                 TAG_SNAPSHOT => crate::snapshot::fuzz_snapshot(&frame.payload),
+                TAG_CONNECTIONS => {
+                    let _ = decode_connections(&frame.payload);
+                }
                 TAG_REJECT => {
                     let _ = String::from_utf8_lossy(&frame.payload);
                 }

@@ -46,6 +46,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod conns;
 pub mod control;
 mod drain;
 mod error;

@@ -17,6 +17,7 @@ use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::conns::{Arrival, Inbox, Outbox, Verdict};
 use crate::drain::{Phase, Shutdown, Tracker, WorkGuard};
 use crate::error::{Error, Result};
 use crate::handoff::{self, Frame};
@@ -32,6 +33,16 @@ use crate::handoff::MAX_SNAPSHOT;
 /// Most generations alive at once: at a trigger, older generations still draining plus this
 /// one plus the successor. With 3, a restart may begin while one older generation drains.
 pub const MAX_GENERATIONS: usize = 3;
+
+/// What a successor offers in PREPARED: it takes open connections if it can serve them.
+const CAPABILITIES: u8 = if cfg!(feature = "http") {
+    handoff::CAP_CONNECTIONS
+} else {
+    0
+};
+
+/// How long handed-over connections wait for a `serve` on their listener before being closed.
+const UNCLAIMED_CONNECTIONS: Duration = Duration::from_secs(5);
 
 /// The outcome of a successful hot restart.
 #[derive(Debug, Clone)]
@@ -92,6 +103,10 @@ struct Inner {
     history: Mutex<Vec<String>>,
     /// False when a bad state file could not be moved aside: it must then not be overwritten.
     state_file_writable: AtomicBool,
+    /// Connections parked for the successor during a handover.
+    outbox: Outbox,
+    /// Connections received from the previous process, until `http::serve` claims them.
+    inbox: Inbox,
 }
 
 /// The application's handle on hotrestart: listeners, readiness, restarts, shutdown.
@@ -237,6 +252,8 @@ impl Hot {
             started: Instant::now(),
             ancestors: adopted.ancestors,
             history: Mutex::new(Vec::new()),
+            outbox: Outbox::new(),
+            inbox: Inbox::default(),
         });
         // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
         let signals = Signals::install();
@@ -350,6 +367,18 @@ impl Hot {
         if self.inner.options.watch_exe {
             tokio::spawn(watch_exe(self.clone()));
         }
+        if self.inner.inbox.len() > 0 {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(UNCLAIMED_CONNECTIONS).await;
+                for (listener, n) in inner.inbox.close_unclaimed() {
+                    tracing::warn!(
+                        listener,
+                        "closed {n} connection(s) handed over by the previous process: no hotrestart::http::serve on that listener claimed them within {UNCLAIMED_CONNECTIONS:?}"
+                    );
+                }
+            });
+        }
         tracing::info!(
             generation = self.inner.generation,
             pid = std::process::id(),
@@ -365,7 +394,7 @@ impl Hot {
         let limit = self.inner.options.ready_timeout;
         let started = Instant::now();
         let header = tokio::time::timeout(limit, async {
-            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[]).await?;
+            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[CAPABILITIES]).await?;
             handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
         })
         .await;
@@ -391,6 +420,18 @@ impl Hot {
                             state_bytes = len,
                             "state received from the previous process"
                         );
+                        if CAPABILITIES & handoff::CAP_CONNECTIONS != 0 {
+                            if let Err(e) = self.receive_connections(&mut chan).await {
+                                tracing::error!("refusing the previous process's connections: {e}");
+                                let _ = handoff::write_frame(
+                                    &mut chan,
+                                    handoff::TAG_REJECT,
+                                    e.to_string().as_bytes(),
+                                )
+                                .await;
+                                return Err(e);
+                            }
+                        }
                         None
                     }
                     Received::Corrupt(e) => {
@@ -426,6 +467,54 @@ impl Hot {
             tracing::warn!("could not report READY to the previous process ({e}); serving anyway");
         }
         Ok(())
+    }
+
+    /// Reads the CONNECTIONS frames that follow the snapshot into the inbox.
+    async fn receive_connections(&self, chan: &mut UnixStream) -> Result<()> {
+        let started = Instant::now();
+        let limit = self.inner.options.ready_timeout;
+        let mut count = 0usize;
+        loop {
+            let frame = tokio::time::timeout(limit, handoff::recv_connections(chan))
+                .await
+                .map_err(|_| Error::handoff(format!("no CONNECTIONS within {limit:?}")))?
+                .map_err(Error::handoff)?;
+            let (last, batch) = frame;
+            count += batch.len();
+            for (entry, fd) in batch {
+                self.inner.inbox.put(
+                    entry.key,
+                    Arrival {
+                        fd,
+                        prefix: entry.prefix,
+                    },
+                );
+            }
+            if last {
+                break;
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                connections = count,
+                elapsed_ms = millis(started.elapsed()),
+                "open connections received from the previous process"
+            );
+        }
+        Ok(())
+    }
+
+    /// Connections handed over from the previous process that arrived on the listener known
+    /// as `key`; each is given out once.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn claim_connections(&self, key: &str) -> Vec<Arrival> {
+        self.inner.inbox.claim(key)
+    }
+
+    /// The round of connections parked for a successor.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
     }
 
     fn control_listener(&self, path: &Path) -> Result<tokio::net::UnixListener> {
@@ -761,6 +850,10 @@ fn stop(inner: &Inner, exit: Exit) {
         inner.notifier.stopping();
     }
     *inner.exit.lock().unwrap() = exit;
+    if exit == Exit::Terminated {
+        // A handover abandoned midway: parked connections are served (and drained) here.
+        inner.outbox.decide(Verdict::Kept);
+    }
     inner.phase.send_replace(Phase::Stopping);
 }
 
@@ -787,7 +880,8 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
     let mut quiesced_at = None;
     let result = handover(inner, generation, started, &mut successor, &mut quiesced_at).await;
     match result {
-        Ok(state_bytes) => {
+        Ok((state_bytes, connections)) => {
+            inner.outbox.decide(Verdict::Moved);
             let pid = successor.as_ref().map_or(0, |s: &Successor| s.pid);
             if let Some(mut s) = successor {
                 s.child = None; // disarm: it lives on as the serving process
@@ -807,6 +901,7 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 elapsed_ms = millis(restarted.elapsed),
                 accept_gap_ms = millis(restarted.accept_gap),
                 state_bytes,
+                connections,
                 "handed over to pid {}",
                 restarted.new_pid
             );
@@ -818,6 +913,7 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
             Ok(restarted)
         }
         Err(reason) => {
+            inner.outbox.decide(Verdict::Kept);
             inner
                 .history
                 .lock()
@@ -846,7 +942,7 @@ async fn handover(
     started: Instant,
     successor: &mut Option<Successor>,
     quiesced_at: &mut Option<Instant>,
-) -> Result<usize, String> {
+) -> Result<(usize, usize), String> {
     let ready = inner.ready.get().ok_or("the service is not ready yet")?;
     inner.notifier.reloading();
     let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
@@ -873,7 +969,7 @@ async fn handover(
     ours.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut chan = UnixStream::from_std(ours).map_err(|e| e.to_string())?;
 
-    expect(
+    let capabilities = expect(
         &mut chan,
         child,
         pid,
@@ -881,7 +977,15 @@ async fn handover(
         inner.options.ready_timeout,
         handoff::TAG_PREPARED,
     )
-    .await?;
+    .await?
+    .first()
+    .copied()
+    .unwrap_or(0);
+    let hand_connections =
+        inner.options.hand_over_connections && capabilities & handoff::CAP_CONNECTIONS != 0;
+    if hand_connections {
+        inner.outbox.open();
+    }
     tracing::debug!(
         pid,
         init_ms = millis(started.elapsed()),
@@ -920,7 +1024,23 @@ async fn handover(
             return Err(format!("successor pid {pid} did not take the snapshot within the ready timeout"))
         }
     }
-    match expect(
+    let mut connections = 0;
+    if hand_connections {
+        let parcels = inner.outbox.take();
+        connections = parcels.len();
+        tokio::select! {
+            sent = handoff::send_connections(&mut chan, &parcels) => {
+                if let Err(e) = sent {
+                    return Err(broken(child, pid, "while receiving the connections", e).await);
+                }
+            }
+            status = child.wait() => return Err(exited(pid, status, "while receiving the connections")),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!("successor pid {pid} did not take the connections within the ready timeout"))
+            }
+        }
+    }
+    expect(
         &mut chan,
         child,
         pid,
@@ -928,11 +1048,8 @@ async fn handover(
         inner.options.ready_timeout,
         handoff::TAG_READY,
     )
-    .await
-    {
-        Ok(()) => Ok(frame.len()),
-        Err(e) => Err(e),
-    }
+    .await?;
+    Ok((frame.len(), connections))
 }
 
 fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Result<Child> {
@@ -975,14 +1092,14 @@ async fn expect(
     deadline: tokio::time::Instant,
     ready_timeout: Duration,
     want: u8,
-) -> Result<(), String> {
+) -> Result<Vec<u8>, String> {
     let what = handoff::tag_name(want);
     let when = format!("before {what}");
     tokio::select! {
         // A frame that is already there (REJECT) says more than the exit that follows it.
         biased;
         frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
-            Ok(Frame { tag, .. }) if tag == want => Ok(()),
+            Ok(Frame { tag, payload }) if tag == want => Ok(payload),
             Ok(Frame { tag: handoff::TAG_REJECT, payload }) => Err(format!(
                 "successor pid {pid} rejected the snapshot: {}",
                 String::from_utf8_lossy(&payload)
@@ -1072,6 +1189,9 @@ where
     }
     if let Some(flag) = adopted.operator_value(sys::ENV_WATCH_EXE) {
         options.watch_exe = flag == "1" || flag == "true";
+    }
+    if let Some(flag) = adopted.operator_value(sys::ENV_HAND_OVER_CONNECTIONS) {
+        options.hand_over_connections = !(flag == "0" || flag == "false");
     }
     if let Some(path) = adopted.operator_value(sys::ENV_STATE_FILE) {
         options.state_file = if path.is_empty() {

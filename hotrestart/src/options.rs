@@ -25,6 +25,10 @@ pub struct Options {
     /// Hot-restart when the executable changes on disk, e.g. after `cargo build`
     /// (`HOTRESTART_WATCH_EXE=1`). For development. Default: off.
     pub watch_exe: bool,
+    /// Hand idle HTTP/1.1 connections served by [`crate::http::serve`] to the successor
+    /// instead of closing them (`HOTRESTART_HAND_OVER_CONNECTIONS=0` turns it off).
+    /// Default: on.
+    pub hand_over_connections: bool,
 }
 
 impl Default for Options {
@@ -35,6 +39,7 @@ impl Default for Options {
             state_file: None,
             control_socket: None,
             watch_exe: false,
+            hand_over_connections: true,
         }
     }
 }

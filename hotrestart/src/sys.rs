@@ -25,6 +25,8 @@ pub(crate) const ENV_PID_FILE: &str = "HOTRESTART_PID_FILE";
 pub(crate) const ENV_CONTROL_SOCKET: &str = "HOTRESTART_CONTROL_SOCKET";
 /// Operator setting: `1` to hot-restart whenever the executable changes on disk (development).
 pub(crate) const ENV_WATCH_EXE: &str = "HOTRESTART_WATCH_EXE";
+/// Operator setting: `0` to close idle connections at a handover instead of handing them over.
+pub(crate) const ENV_HAND_OVER_CONNECTIONS: &str = "HOTRESTART_HAND_OVER_CONNECTIONS";
 /// First fd passed by socket activation.
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
 

@@ -1,0 +1,123 @@
+//! Open connections handed to the successor with the listeners.
+//!
+//! At a handover, [`crate::http::serve`] stops each idle HTTP/1 connection between two requests
+//! and parks it in the [`Outbox`]: its fd (still owned, and kept open, by the connection's
+//! task), the bytes already read from it and not parsed yet, and the identity of the listener
+//! it came from. After the snapshot the handover sends the parked fds (SCM_RIGHTS) and bytes to
+//! the successor, which files them in its [`Inbox`] until its `serve` on the same listener
+//! claims them. The verdict (moved: READY came; kept: the restart rolled back) tells each
+//! parked task to close its copy or to serve the connection again itself.
+
+use std::collections::HashMap;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+/// One parked connection, as the handover sends it.
+pub(crate) struct Parcel {
+    /// Borrowed: the parked task keeps the socket open until the verdict.
+    pub(crate) fd: RawFd,
+    /// The listener's identity (its local address), the same in both processes.
+    pub(crate) key: String,
+    /// Read from the connection, not parsed yet: the successor reads these first.
+    pub(crate) prefix: Vec<u8>,
+}
+
+/// What became of a round of parked connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The handover is still running.
+    Pending,
+    /// The successor said READY: it serves them; close this process's copy.
+    Moved,
+    /// The restart rolled back: serve them here again.
+    Kept,
+}
+
+/// The old process's side: connections parked during one handover.
+pub(crate) struct Outbox {
+    /// Set while a handover to a successor that takes connections is quiescing.
+    open: AtomicBool,
+    parcels: Mutex<Vec<Parcel>>,
+    verdict: watch::Sender<Verdict>,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        Outbox {
+            open: AtomicBool::new(false),
+            parcels: Mutex::new(Vec::new()),
+            verdict: watch::Sender::new(Verdict::Kept),
+        }
+    }
+
+    /// Starts a round: connections may park until [`Outbox::take`].
+    pub(crate) fn open(&self) {
+        self.parcels.lock().unwrap().clear();
+        self.verdict.send_replace(Verdict::Pending);
+        self.open.store(true, Ordering::Release);
+    }
+
+    /// Whether connections should park (rather than close) in the current quiescence.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Parks a connection; the receiver tells what became of it.
+    pub(crate) fn park(&self, parcel: Parcel) -> watch::Receiver<Verdict> {
+        let verdict = self.verdict.subscribe();
+        self.parcels.lock().unwrap().push(parcel);
+        verdict
+    }
+
+    /// Everything parked so far, to send.
+    pub(crate) fn take(&self) -> Vec<Parcel> {
+        std::mem::take(&mut *self.parcels.lock().unwrap())
+    }
+
+    /// Ends the round. A connection parked after [`Outbox::take`] gets the same verdict: it was
+    /// not sent, so `Moved` closes it (it was busy past the drain timeout).
+    pub(crate) fn decide(&self, verdict: Verdict) {
+        self.open.store(false, Ordering::Release);
+        self.verdict.send_replace(verdict);
+    }
+}
+
+/// One connection received from the previous process.
+pub(crate) struct Arrival {
+    pub(crate) fd: OwnedFd,
+    pub(crate) prefix: Vec<u8>,
+}
+
+/// The successor's side: connections received, by listener identity, until claimed.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    by_key: Mutex<HashMap<String, Vec<Arrival>>>,
+}
+
+impl Inbox {
+    pub(crate) fn put(&self, key: String, arrival: Arrival) {
+        self.by_key
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push(arrival);
+    }
+
+    pub(crate) fn claim(&self, key: &str) -> Vec<Arrival> {
+        self.by_key.lock().unwrap().remove(key).unwrap_or_default()
+    }
+
+    /// Closes what nobody claimed; returns how many, by listener.
+    pub(crate) fn close_unclaimed(&self) -> Vec<(String, usize)> {
+        let left = std::mem::take(&mut *self.by_key.lock().unwrap());
+        left.into_iter().map(|(k, v)| (k, v.len())).collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.lock().unwrap().values().map(Vec::len).sum()
+    }
+}
