@@ -9,28 +9,63 @@ use common::keepalive::KeepAliveLoad;
 use common::*;
 
 #[test]
-fn keep_alive_clients_see_no_error_and_no_lost_write_across_restarts() {
+fn keep_alive_clients_keep_their_connections_across_restarts() {
     let svc = Service::start(&[]);
+    let connections = 8;
+    let load = KeepAliveLoad::start(svc.addr(), connections);
+    thread::sleep(Duration::from_millis(200));
+    for _ in 0..5 {
+        svc.hot_restart();
+        thread::sleep(Duration::from_millis(100));
+    }
+    let report = load.finish();
+    assert!(
+        report.failures.is_empty(),
+        "{} failures: {:?}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)]
+    );
+    assert_eq!(report.reconnects, 0, "no client was asked to reconnect");
+    assert_eq!(
+        report.connects, connections as u64,
+        "each client used the one connection it opened"
+    );
+    assert_eq!(
+        report.moves,
+        5 * connections as u64,
+        "every connection moved to each of the 5 successors"
+    );
+    assert_eq!(
+        svc.count(),
+        report.acked,
+        "counter conserved: every acknowledged hit once"
+    );
+}
+
+#[test]
+fn with_hand_over_off_keep_alive_clients_are_asked_to_reconnect_without_error() {
+    let svc = Service::start(&[("HOTRESTART_HAND_OVER_CONNECTIONS", "0")]);
     let load = KeepAliveLoad::start(svc.addr(), 8);
     thread::sleep(Duration::from_millis(200));
     for _ in 0..5 {
         svc.hot_restart();
         thread::sleep(Duration::from_millis(100));
     }
-    let (acked, reconnects, failures) = load.finish();
+    let report = load.finish();
     assert!(
-        failures.is_empty(),
+        report.failures.is_empty(),
         "{} failures: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)]
     );
     assert!(
-        reconnects > 0,
+        report.reconnects > 0,
         "the old processes asked their clients to reconnect"
     );
+    assert_eq!(report.moves, 0, "no connection moved");
     assert_eq!(
         svc.count(),
-        acked,
+        report.acked,
         "counter conserved: every acknowledged hit once"
     );
 }

@@ -590,6 +590,8 @@ async fn connection<I, S>(
 
     let mut service = service;
     loop {
+        // Where a connection that ends here must be done by.
+        let mut deadline = None;
         let mut conn = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(wire), service)
             .with_upgrades();
@@ -605,7 +607,7 @@ async fn connection<I, S>(
             // Stop between two requests: the one in flight finishes here; the next one is
             // left unread, in the kernel, for the successor.
             activity.parking.store(true, Ordering::Release);
-            let deadline = tokio::time::Instant::now() + drain;
+            let window = *deadline.insert(tokio::time::Instant::now() + drain);
             let stopped = loop {
                 if activity.at_boundary() {
                     break true;
@@ -618,7 +620,7 @@ async fn connection<I, S>(
                     _ = &mut conn => return,
                     _ = activity.changed.notified() => {}
                     changed = phase.changed() => if changed.is_err() { return },
-                    _ = tokio::time::sleep_until(deadline) => break false,
+                    _ = tokio::time::sleep_until(window) => break false,
                 }
             };
             if stopped {
@@ -626,13 +628,15 @@ async fn connection<I, S>(
             }
             activity.unpark();
             if *phase.borrow() == Phase::Serving {
+                deadline = None;
                 continue; // rolled back: serve on
             }
             // Busy past the drain timeout, or stopping: it ends here.
             break false;
         };
         if !parks {
-            drain_http1(&hot, &activity, conn, drain).await;
+            let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + drain);
+            drain_http1(&hot, &activity, conn, deadline).await;
             return;
         }
         let parts = conn
@@ -654,12 +658,15 @@ async fn connection<I, S>(
 
 /// The connection ends here: responses say `connection: close`, a client that was just
 /// active gets [`IDLE_GRACE`] to send its next request, and the drain timeout bounds it all.
-async fn drain_http1<C>(hot: &Hot, activity: &Activity, mut conn: C, drain: Duration)
-where
+async fn drain_http1<C>(
+    hot: &Hot,
+    activity: &Activity,
+    mut conn: C,
+    deadline: tokio::time::Instant,
+) where
     C: Future + Unpin + GracefulShutdown,
 {
     activity.draining.store(true, Ordering::Release);
-    let deadline = tokio::time::Instant::now() + drain;
     loop {
         let in_flight = activity.in_flight.load(Ordering::Acquire);
         let grace = activity.grace_left();

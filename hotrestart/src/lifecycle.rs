@@ -981,8 +981,9 @@ async fn handover(
     .first()
     .copied()
     .unwrap_or(0);
-    let hand_connections =
-        inner.options.hand_over_connections && capabilities & handoff::CAP_CONNECTIONS != 0;
+    // A successor that offered to take connections waits for CONNECTIONS (maybe none).
+    let successor_takes = capabilities & handoff::CAP_CONNECTIONS != 0;
+    let hand_connections = inner.options.hand_over_connections && successor_takes;
     if hand_connections {
         inner.outbox.open();
     }
@@ -1025,8 +1026,12 @@ async fn handover(
         }
     }
     let mut connections = 0;
-    if hand_connections {
-        let parcels = inner.outbox.take();
+    if successor_takes {
+        let parcels = if hand_connections {
+            inner.outbox.take()
+        } else {
+            Vec::new()
+        };
         connections = parcels.len();
         tokio::select! {
             sent = handoff::send_connections(&mut chan, &parcels) => {

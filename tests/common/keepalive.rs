@@ -1,6 +1,7 @@
 //! A keep-alive HTTP/1.1 load: persistent connections that send `POST /hit` back to back and
 //! reconnect only when the server says `connection: close`. Any other end of a connection
-//! under a request is a failure.
+//! under a request is a failure. It also counts connects, and how often a connection's
+//! responses switched to another `x-pid` (a connection handed to a successor).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,12 +14,28 @@ pub struct KeepAliveLoad {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
     reconnects: Arc<AtomicU64>,
+    connects: Arc<AtomicU64>,
+    moves: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
-/// One response on a persistent connection: (status, wants close).
-fn exchange(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool), String> {
+/// What a keep-alive load saw.
+#[derive(Debug)]
+pub struct Report {
+    /// Acknowledged hits.
+    pub acked: u64,
+    /// Reconnects the server asked for (`connection: close`).
+    pub reconnects: u64,
+    /// TCP connections opened, the first ones included.
+    pub connects: u64,
+    /// Responses that came from another pid than the previous one on the same connection.
+    pub moves: u64,
+    pub failures: Vec<String>,
+}
+
+/// One response on a persistent connection: (status, wants close, x-pid).
+fn exchange(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool, u32), String> {
     reader
         .get_mut()
         .write_all(b"POST /hit HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n")
@@ -36,7 +53,7 @@ fn exchange(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool), String> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or(format!("bad status line {line:?}"))?;
-    let (mut length, mut close) = (0usize, false);
+    let (mut length, mut close, mut pid) = (0usize, false, 0);
     loop {
         line.clear();
         if reader
@@ -56,6 +73,8 @@ fn exchange(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool), String> {
             } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
             {
                 close = true;
+            } else if k.eq_ignore_ascii_case("x-pid") {
+                pid = v.trim().parse().map_err(|_| "bad x-pid")?;
             }
         }
     }
@@ -63,7 +82,7 @@ fn exchange(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool), String> {
     reader
         .read_exact(&mut body)
         .map_err(|e| format!("read body: {e}"))?;
-    Ok((status, close))
+    Ok((status, close, pid))
 }
 
 fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> {
@@ -79,6 +98,8 @@ impl KeepAliveLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         let reconnects = Arc::new(AtomicU64::new(0));
+        let connects = Arc::new(AtomicU64::new(0));
+        let moves = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..connections)
             .map(|_| {
@@ -88,9 +109,11 @@ impl KeepAliveLoad {
                     reconnects.clone(),
                     failures.clone(),
                 );
+                let (connects, moves) = (connects.clone(), moves.clone());
                 thread::spawn(move || {
                     let start = Instant::now();
                     let mut conn = None;
+                    let mut last_pid = 0;
                     for _ in 0..100_000 {
                         if stop.load(Ordering::SeqCst) || start.elapsed() > Duration::from_secs(120)
                         {
@@ -99,7 +122,11 @@ impl KeepAliveLoad {
                         let reader = match conn.as_mut() {
                             Some(r) => r,
                             None => match connect(addr) {
-                                Ok(r) => conn.insert(r),
+                                Ok(r) => {
+                                    connects.fetch_add(1, Ordering::SeqCst);
+                                    last_pid = 0;
+                                    conn.insert(r)
+                                }
                                 Err(e) => {
                                     failures.lock().unwrap().push(e);
                                     thread::sleep(Duration::from_millis(5));
@@ -108,14 +135,18 @@ impl KeepAliveLoad {
                             },
                         };
                         match exchange(reader) {
-                            Ok((200, close)) => {
+                            Ok((200, close, pid)) => {
                                 acked.fetch_add(1, Ordering::SeqCst);
+                                if last_pid != 0 && pid != last_pid {
+                                    moves.fetch_add(1, Ordering::SeqCst);
+                                }
+                                last_pid = pid;
                                 if close {
                                     conn = None;
                                     reconnects.fetch_add(1, Ordering::SeqCst);
                                 }
                             }
-                            Ok((status, _)) => {
+                            Ok((status, _, _)) => {
                                 failures.lock().unwrap().push(format!("status {status}"));
                                 conn = None;
                             }
@@ -132,21 +163,25 @@ impl KeepAliveLoad {
             stop,
             acked,
             reconnects,
+            connects,
+            moves,
             failures,
             threads,
         }
     }
 
-    /// Stops the load; returns (acknowledged hits, reconnects asked by the server, failures).
-    pub fn finish(self) -> (u64, u64, Vec<String>) {
+    /// Stops the load and says what it saw.
+    pub fn finish(self) -> Report {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads {
             t.join().unwrap();
         }
-        (
-            self.acked.load(Ordering::SeqCst),
-            self.reconnects.load(Ordering::SeqCst),
-            self.failures.lock().unwrap().clone(),
-        )
+        Report {
+            acked: self.acked.load(Ordering::SeqCst),
+            reconnects: self.reconnects.load(Ordering::SeqCst),
+            connects: self.connects.load(Ordering::SeqCst),
+            moves: self.moves.load(Ordering::SeqCst),
+            failures: self.failures.lock().unwrap().clone(),
+        }
     }
 }
