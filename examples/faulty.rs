@@ -8,6 +8,8 @@
 //!   - `exit`: a successor (generation > 0) returns an error from `main` before `hot.ready`;
 //!   - `panic`: a successor panics before `hot.ready`;
 //!   - `hang`: a successor sleeps forever before `hot.ready`;
+//!   - `open-files=N`: a successor opens N files before `hot.ready` (and keeps them), like a
+//!     new version that opens a pool at start-up, so it has fewer fds left than its predecessor;
 //!   - `hook-sleep-ms=N`: the `#[before_restart]` hook logs `hook: sleeping`, sleeps N ms, then
 //!     logs `hook: done` (in the old process, after it stopped accepting, before the snapshot);
 //!   - `linger-ms=N`: once serving has ended (handed over, or stopping), `main` logs
@@ -97,6 +99,16 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         }
         if plan.has("panic") {
             panic!("faulty: panicking before ready, as planned");
+        }
+        if let Some(n) = plan.millis("open-files") {
+            let files: Vec<std::fs::File> = (0..n)
+                .map_while(|_| std::fs::File::open("/dev/null").ok())
+                .collect();
+            tracing::info!(
+                opened = files.len(),
+                "faulty: holding open files, as planned"
+            );
+            std::mem::forget(files);
         }
         if plan.has("hang") {
             tracing::info!("faulty: hanging before ready, as planned");

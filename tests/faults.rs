@@ -98,7 +98,7 @@ fn successor_that_cannot_decode_the_snapshot_rejects_it_and_is_rolled_back() {
     svc.signal(pid, libc::SIGHUP);
     let line = rolled_back(&svc, pid);
     assert!(
-        line.contains("rejected the snapshot")
+        line.contains("rejected the handover")
             && line.contains("`hits` changed type")
             && line.contains("AtomicU64")
             && line.contains("Mutex<alloc::string::String>"),

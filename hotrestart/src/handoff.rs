@@ -458,6 +458,12 @@ pub(crate) async fn recv_connections(
                 nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
             )
             .map_err(io::Error::from)?;
+            if msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC) {
+                // Some fds were not installed (no room in our fd table). Those that were
+                // cannot be listed (nix refuses a truncated buffer); this process is about
+                // to refuse the handover and exit, which closes them.
+                return Ok((msg.bytes, Vec::new(), true));
+            }
             let mut fds = Vec::new();
             for cmsg in msg.cmsgs().map_err(io::Error::from)? {
                 if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
@@ -468,8 +474,7 @@ pub(crate) async fn recv_connections(
                     }
                 }
             }
-            let truncated = msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC);
-            Ok((msg.bytes, fds, truncated))
+            Ok((msg.bytes, fds, false))
         })
         .await
         .map_err(|e| format!("reading CONNECTIONS: {e}"))?;
@@ -492,13 +497,13 @@ pub(crate) async fn recv_connections(
     if read as u64 != len {
         return Err(format!("CONNECTIONS truncated at {read} of {len} bytes"));
     }
+    let (last, entries) = decode_connections(&payload)?;
     if truncated {
         return Err(format!(
-            "the kernel dropped some of the {} handed-over connections (MSG_CTRUNC): is the open-file limit (ulimit -n) lower than in the previous process?",
-            fds.len()
+            "no room for the {} handed-over connections in this process's fd table (MSG_CTRUNC): raise its open-file limit (ulimit -n, LimitNOFILE=)",
+            entries.len()
         ));
     }
-    let (last, entries) = decode_connections(&payload)?;
     if entries.len() != fds.len() {
         return Err(format!(
             "CONNECTIONS names {} connections but carries {} fds",

@@ -658,12 +658,8 @@ async fn connection<I, S>(
 
 /// The connection ends here: responses say `connection: close`, a client that was just
 /// active gets [`IDLE_GRACE`] to send its next request, and the drain timeout bounds it all.
-async fn drain_http1<C>(
-    hot: &Hot,
-    activity: &Activity,
-    mut conn: C,
-    deadline: tokio::time::Instant,
-) where
+async fn drain_http1<C>(hot: &Hot, activity: &Activity, mut conn: C, deadline: tokio::time::Instant)
+where
     C: Future + Unpin + GracefulShutdown,
 {
     activity.draining.store(true, Ordering::Release);

@@ -1106,7 +1106,7 @@ async fn expect(
         frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
             Ok(Frame { tag, payload }) if tag == want => Ok(payload),
             Ok(Frame { tag: handoff::TAG_REJECT, payload }) => Err(format!(
-                "successor pid {pid} rejected the snapshot: {}",
+                "successor pid {pid} rejected the handover: {}",
                 String::from_utf8_lossy(&payload)
             )),
             Ok(Frame { tag, .. }) => Err(format!("successor pid {pid} sent {} {when}", handoff::tag_name(tag))),

@@ -1,0 +1,255 @@
+//! Open HTTP/1.1 connections move to the successor: the client keeps its TCP connection and
+//! the next response comes from the new pid. Bytes the old process had read but not parsed go
+//! with the connection; a restart that rolls back gives the connections back to the old
+//! process; a successor that cannot take them all refuses, and nothing is lost.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+/// A persistent HTTP/1.1 client connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    pid: u32,
+    close: bool,
+    body: String,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client {
+            reader: BufReader::new(s),
+        }
+    }
+
+    fn local_port(&self) -> u16 {
+        self.reader.get_ref().local_addr().unwrap().port()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    fn send(&mut self, method: &str, path: &str) -> Result<Reply, String> {
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n");
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> Result<Reply, String> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("the connection was closed".into());
+        }
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("bad status line {line:?}"))?;
+        let (mut length, mut pid, mut close) = (0usize, 0u32, false);
+        loop {
+            line.clear();
+            if self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?
+                == 0
+            {
+                return Err("EOF in the headers".into());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (k, v) = header.split_once(':').ok_or("bad header")?;
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.parse().map_err(|_| "bad content-length")?;
+            } else if k.eq_ignore_ascii_case("x-pid") {
+                pid = v.parse().map_err(|_| "bad x-pid")?;
+            } else if k.eq_ignore_ascii_case("connection") {
+                close = v.eq_ignore_ascii_case("close");
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("read body: {e}"))?;
+        Ok(Reply {
+            status,
+            pid,
+            close,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// Sockets `pid` holds open.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// `POST /hit` on every client; each must be answered 200 by `pid` on its open connection,
+/// with the next count: the state and the connections moved together.
+fn hit_all(clients: &mut [Client], pid: u32, when: &str) {
+    let mut count: Option<u64> = None;
+    for (i, c) in clients.iter_mut().enumerate() {
+        let reply = c
+            .send("POST", "/hit")
+            .unwrap_or_else(|e| panic!("connection {i} {when}: {e}"));
+        assert_eq!(reply.status, 200, "connection {i} {when}: {reply:?}");
+        assert_eq!(
+            reply.pid, pid,
+            "connection {i} {when}: answered by the wrong process"
+        );
+        assert!(!reply.close, "connection {i} {when}: asked to reconnect");
+        let now: u64 = reply.body.parse().expect("a count");
+        if let Some(before) = count {
+            assert_eq!(
+                now,
+                before + 1,
+                "connection {i} {when}: hits counted once, in order"
+            );
+        }
+        count = Some(now);
+    }
+}
+
+#[test]
+fn sixteen_idle_connections_move_to_each_of_five_successors() {
+    let svc = Service::start(&[]);
+    let mut clients: Vec<Client> = (0..16).map(|_| Client::connect(svc.addr())).collect();
+    let ports: Vec<u16> = clients.iter().map(Client::local_port).collect();
+    let mut pid = svc.pid();
+    hit_all(&mut clients, pid, "before the restarts");
+    for round in 1..=5 {
+        let old = pid;
+        // Waits for the new pid on a fresh connection, and for the old process to exit 0.
+        pid = svc.hot_restart();
+        assert_ne!(pid, old);
+        hit_all(&mut clients, pid, &format!("after restart {round}"));
+        assert!(
+            sockets(pid) > 16,
+            "the new process holds the 16 connections and the listener ({} sockets)",
+            sockets(pid)
+        );
+    }
+    let still: Vec<u16> = clients.iter().map(Client::local_port).collect();
+    assert_eq!(ports, still, "the same 16 TCP connections throughout");
+    assert_eq!(svc.count(), 16 * 6, "every hit counted once");
+    assert_eq!(svc.live_processes(), vec![pid]);
+}
+
+#[test]
+fn bytes_already_read_travel_with_the_connection() {
+    let svc = Service::start(&[]);
+    let mut c = Client::connect(svc.addr());
+    let old = svc.pid();
+    assert_eq!(c.send("POST", "/hit").unwrap().pid, old);
+    // Half a request head, read by the old process (and held in its parser) before the restart.
+    c.write(b"POST /hit HTTP/1.1\r\nhost: te");
+    thread::sleep(Duration::from_millis(150));
+    let new = svc.hot_restart();
+    c.write(b"st\r\ncontent-length: 0\r\n\r\n");
+    let reply = c.read_reply().unwrap();
+    assert_eq!(
+        (reply.status, reply.pid),
+        (200, new),
+        "the successor parsed the whole request: {reply:?}"
+    );
+    assert_eq!(svc.count(), 2);
+}
+
+#[test]
+fn a_rolled_back_restart_gives_the_connections_back() {
+    let svc = Service::start(&[]);
+    let old = svc.pid();
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(svc.addr())).collect();
+    hit_all(&mut clients, old, "before the restart");
+
+    // A new build that refuses the snapshot: the connections were already parked for it.
+    svc.replace_binary(&std::fs::read(example("counter_incompatible")).unwrap());
+    svc.signal(old, libc::SIGHUP);
+    let line = svc.wait_log("rolled back", 1).remove(0);
+    assert!(line.contains("rejected the handover"), "{line}");
+    hit_all(&mut clients, old, "after the rollback");
+
+    svc.restore_binary();
+    let new = svc.hot_restart();
+    hit_all(&mut clients, new, "after the good restart");
+    assert_eq!(svc.count(), 12);
+}
+
+#[test]
+fn a_successor_short_of_fds_refuses_the_connections_and_none_is_lost() {
+    let svc = Service::start_faulty(&[]);
+    let old = svc.pid();
+    let mut clients: Vec<Client> = (0..60).map(|_| Client::connect(svc.addr())).collect();
+    hit_all(&mut clients, old, "before the restart");
+
+    // Room for the handover itself, and a successor (which inherits the limit) that opens 40
+    // files at start-up: it cannot also take the 60 connections.
+    let nofile = |set: Option<u64>| {
+        let mut was = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a null new limit only reads the current one into the live local `was`.
+        let rc =
+            unsafe { libc::prlimit(old as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut was) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        if let Some(soft) = set {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: was.rlim_max,
+            };
+            // SAFETY: prlimit reads `limit`, a live local, and writes nothing.
+            let rc = unsafe {
+                libc::prlimit(
+                    old as i32,
+                    libc::RLIMIT_NOFILE,
+                    &limit,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        }
+        was.rlim_cur
+    };
+    let was = nofile(Some(fd_count(old) as u64 + 16));
+    svc.plan("open-files=40");
+    svc.signal(old, libc::SIGHUP);
+    let line = svc.wait_log("rolled back", 1).remove(0);
+    assert!(line.contains("raise its open-file limit"), "{line}");
+    hit_all(&mut clients, old, "after the refused handover");
+
+    nofile(Some(was));
+    let new = svc.hot_restart();
+    hit_all(&mut clients, new, "after the restart");
+    assert_eq!(svc.count(), 180);
+}
