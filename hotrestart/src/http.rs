@@ -531,7 +531,14 @@ async fn connection<I, S>(
             biased;
             _ = left_serving(&mut phase) => {
                 let Some(handle) = handle.as_ref().filter(|_| handing_over(&hot, &phase)) else {
-                    return; // stopping: it asked nothing, so nothing is lost
+                    // Ending here: a client that just connected is about to send its request,
+                    // which is served (and answered with `connection: close`); one silent for
+                    // IDLE_GRACE since its accept is closed.
+                    let grace = activity.grace_left();
+                    match tokio::time::timeout(grace, detect(&mut wire, &mut head)).await {
+                        Ok(Ok(h2)) => break h2,
+                        _ => return,
+                    }
                 };
                 wire.unread(&head);
                 head.clear();

@@ -121,18 +121,28 @@ pub async fn once(addr: SocketAddr, method: &str, path: &str) -> Result<Response
 pub struct ConnStats {
     pub samples: Vec<Sample>,
     pub reconnects: u64,
+    /// TCP connections opened (the first included).
+    pub connects: u64,
+    /// Responses from another pid than the previous one on the same connection: the
+    /// connection moved to a successor.
+    pub moves: u64,
 }
 
 /// Runs one load connection until `until`.
 pub async fn drive(addr: SocketAddr, mode: Mode, t0: Instant, until: Instant) -> ConnStats {
     let mut stats = ConnStats::default();
     let mut conn: Option<BufReader<TcpStream>> = None;
+    let mut last_pid = 0;
     while Instant::now() < until {
         let start = Instant::now();
         let result = async {
             let c = match conn.as_mut() {
                 Some(c) => c,
-                None => conn.insert(connect(addr).await?),
+                None => {
+                    stats.connects += 1;
+                    last_pid = 0;
+                    conn.insert(connect(addr).await?)
+                }
             };
             exchange(c, "POST", "/hit", mode == Mode::Close).await
         }
@@ -141,6 +151,10 @@ pub async fn drive(addr: SocketAddr, mode: Mode, t0: Instant, until: Instant) ->
         let start_us = start.duration_since(t0).as_micros() as u64;
         let (outcome, pid) = match result {
             Ok(r) if (200..300).contains(&r.status) => {
+                if last_pid != 0 && r.pid != last_pid {
+                    stats.moves += 1;
+                }
+                last_pid = r.pid;
                 if mode == Mode::Close || r.close {
                     if mode == Mode::KeepAlive {
                         stats.reconnects += 1;

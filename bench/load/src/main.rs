@@ -23,6 +23,8 @@ struct Args {
     state_only: bool,
     state_sizes: Vec<usize>,
     map_entries: usize,
+    /// Idle keep-alive connection counts for the connection hand-over table.
+    idle_conns: Vec<usize>,
     root: PathBuf,
 }
 
@@ -36,6 +38,7 @@ fn parse_args() -> Args {
         state_only: false,
         state_sizes: vec![1 << 20, 64 << 20, 512 << 20],
         map_entries: 1_000_000,
+        idle_conns: vec![0, 100, 10_000],
         root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,7 +52,9 @@ fn parse_args() -> Args {
                 a.idle_restarts = 10;
                 a.state_sizes = vec![1 << 20, 64 << 20];
                 a.map_entries = 100_000;
+                a.idle_conns = vec![0, 100, 1_000];
             }
+            "--idle-conns" => a.idle_conns = value(i).split(',').map(|n| n.parse().unwrap()).collect(),
             "--restarts" => a.restarts = value(i).parse().unwrap(),
             "--duration" => a.duration = Duration::from_secs(value(i).parse().unwrap()),
             "--connections" => a.connections = value(i).parse().unwrap(),
@@ -77,16 +82,21 @@ struct Target {
     trigger: Trigger,
     /// Whether the target hands its counter to the next process.
     keeps_state: bool,
+    /// Environment the server starts with.
+    env: &'static [(&'static str, &'static str)],
 }
 
 fn targets(root: &Path) -> Vec<Target> {
     let peers = root.join("bench/peers/target/release");
     vec![
-        Target { name: "hotrestart", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true },
+        Target { name: "hotrestart", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true, env: &[] },
+        // The same, closing idle connections at a handover (`connection: close`) instead of
+        // handing them over: what every peer does.
+        Target { name: "hotrestart, hand-over off", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true, env: &[("HOTRESTART_HAND_OVER_CONNECTIONS", "0")] },
         // Hands over the counter's value at spawn time (its only hook for data): approximate.
-        Target { name: "shellflip", bin: peers.join("shellflip_counter"), trigger: Trigger::Signal(libc::SIGUSR1, "SIGUSR1"), keeps_state: true },
-        Target { name: "ecdysis", bin: peers.join("ecdysis_counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: false },
-        Target { name: "naive stop+start", bin: peers.join("plain_axum"), trigger: Trigger::Naive, keeps_state: false },
+        Target { name: "shellflip", bin: peers.join("shellflip_counter"), trigger: Trigger::Signal(libc::SIGUSR1, "SIGUSR1"), keeps_state: true, env: &[] },
+        Target { name: "ecdysis", bin: peers.join("ecdysis_counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: false, env: &[] },
+        Target { name: "naive stop+start", bin: peers.join("plain_axum"), trigger: Trigger::Naive, keeps_state: false, env: &[] },
     ]
 }
 
@@ -112,6 +122,7 @@ impl Server {
             ("RUST_LOG".to_owned(), "info".to_owned()),
             ("HOTRESTART_STATE_FILE".to_owned(), dir.join("state").display().to_string()),
         ];
+        env.extend(target.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let server = Server { target: target.clone(), addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, log, env };
         server.spawn().await;
@@ -200,6 +211,8 @@ fn median(v: &mut [f64]) -> f64 {
 struct RunResult {
     samples: Vec<Sample>,
     reconnects: u64,
+    connects: u64,
+    moves: u64,
     restarts_done: usize,
     windows: Vec<(u64, u64)>,
     ready_ms: Vec<f64>,
@@ -225,18 +238,20 @@ async fn run_load(target: &Target, mode: Mode, restarts: usize, args: &Args) -> 
         }
     }
     let mut samples = Vec::new();
-    let mut reconnects = 0;
+    let (mut reconnects, mut connects, mut moves) = (0, 0, 0);
     for c in conns {
         let s = c.await.unwrap();
         samples.extend(s.samples);
         reconnects += s.reconnects;
+        connects += s.connects;
+        moves += s.moves;
     }
     let wall = t0.elapsed();
     let final_count = client::once(server.addr, "GET", "/count").await.ok().and_then(|r| r.body.trim().parse().ok());
     let pids: std::collections::HashSet<u32> = samples.iter().filter(|s| s.pid != 0).map(|s| s.pid).collect();
     let gap_ms = server.handover_figures("accept_gap_ms");
     server.stop();
-    RunResult { samples, reconnects, restarts_done: pids.len().saturating_sub(1), windows, ready_ms, gap_ms, final_count, wall }
+    RunResult { samples, reconnects, connects, moves, restarts_done: pids.len().saturating_sub(1), windows, ready_ms, gap_ms, final_count, wall }
 }
 
 fn in_window(s: &Sample, windows: &[(u64, u64)]) -> bool {
@@ -259,7 +274,7 @@ fn load_row(name: &str, mode: Mode, r: &RunResult, keeps_state: bool) -> String 
     let mut ready = r.ready_ms.clone();
     let mut gap = r.gap_ms.clone();
     format!(
-        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} / {:.1} | {:.2} / {:.2} / {:.1} | {} | {:.1} | {} |",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {:.2} / {:.2} / {:.1} | {:.2} / {:.2} / {:.1} | {} | {:.1} | {} |",
         mode.name(),
         r.samples.len(),
         count(Outcome::Refused),
@@ -267,6 +282,8 @@ fn load_row(name: &str, mode: Mode, r: &RunResult, keeps_state: bool) -> String 
         count(Outcome::Timeout),
         count(Outcome::Non2xx),
         r.reconnects,
+        r.connects,
+        r.moves,
         r.restarts_done,
         pct(&steady, 0.5),
         pct(&steady, 0.99),
@@ -296,7 +313,7 @@ async fn idle_restart_latency(target: &Target, n: usize) -> (f64, f64, Vec<f64>)
 }
 
 async fn throughput(target: &Target, mode: Mode, args: &Args) -> f64 {
-    let short = Args { duration: args.duration.min(Duration::from_secs(10)), only: None, state_sizes: Vec::new(), root: args.root.clone(), ..*args };
+    let short = Args { duration: args.duration.min(Duration::from_secs(10)), only: None, state_sizes: Vec::new(), idle_conns: Vec::new(), root: args.root.clone(), ..*args };
     let r = run_load(target, mode, 0, &short).await;
     r.samples.iter().filter(|s| s.outcome == Outcome::Ok).count() as f64 / r.wall.as_secs_f64()
 }
@@ -328,6 +345,7 @@ async fn state_row(args: &Args, label: &str, env: &[(&str, String)]) -> String {
         bin: args.root.join("bench/load/target/release/state_service"),
         trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"),
         keeps_state: true,
+        env: &[],
     };
     let server = Server::start(&target, env).await;
     let old = server.pid().await.unwrap();
@@ -375,6 +393,47 @@ async fn state_row(args: &Args, label: &str, env: &[(&str, String)]) -> String {
     )
 }
 
+/// Opens `n` keep-alive connections (one request each, then idle), restarts `restarts` times,
+/// and after each restart sends one request on every connection: it must be answered by the
+/// new pid, on the same connection.
+async fn idle_connections_row(args: &Args, n: usize, restarts: usize) -> String {
+    let target = &targets(&args.root)[0];
+    let server = Server::start(target, &[]).await;
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = client::connect(server.addr).await.unwrap_or_else(|o| panic!("connect: {o:?}"));
+        client::exchange(&mut c, "GET", "/", false).await.unwrap_or_else(|o| panic!("first request: {o:?}"));
+        conns.push(c);
+    }
+    let (mut took, mut answered, mut failed) = (Vec::new(), 0usize, 0usize);
+    for _ in 0..restarts {
+        let Some((_, d)) = server.restart().await else {
+            failed += n;
+            continue;
+        };
+        took.push(d.as_secs_f64() * 1e3);
+        let new = server.pid().await.unwrap_or(0);
+        for c in conns.iter_mut() {
+            match client::exchange(c, "GET", "/", false).await {
+                Ok(r) if r.status == 200 && r.pid == new && !r.close => answered += 1,
+                _ => failed += 1,
+            }
+        }
+    }
+    let mut moved = server.handover_figures("connections");
+    let mut elapsed = server.handover_figures("elapsed_ms");
+    let mut gap = server.handover_figures("accept_gap_ms");
+    server.stop();
+    format!(
+        "| {n} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {answered} / {failed} |",
+        took.len(),
+        median(&mut moved),
+        median(&mut elapsed),
+        median(&mut gap),
+        median(&mut took),
+    )
+}
+
 fn wanted(args: &Args, name: &str) -> bool {
     args.only.as_ref().is_none_or(|o| o.iter().any(|n| name.starts_with(n.as_str())))
 }
@@ -383,6 +442,8 @@ fn wanted(args: &Args, name: &str) -> bool {
 async fn main() {
     let args = parse_args();
     procs::become_subreaper();
+    // 10,000 connections need 10,000 fds here and in each server generation (which inherit it).
+    procs::raise_nofile();
     let reaper = tokio::spawn(async {
         loop {
             procs::reap();
@@ -401,8 +462,8 @@ async fn main() {
     );
     if !args.state_only {
     println!("## Restarts under load\n");
-    println!("| target | client | requests | refused | reset | timeout | non-2xx | server-asked reconnects | restarts | steady p50/p99/max ms | restart-window p50/p99/max ms | accept gap med/max ms | trigger→new pid ms (median) | counter |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| target | client | requests | refused | reset | timeout | non-2xx | server-asked reconnects | connections opened / moved to a successor | restarts | steady p50/p99/max ms | restart-window p50/p99/max ms | accept gap med/max ms | trigger→new pid ms (median) | counter |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for t in all.iter().filter(|t| wanted(&args, t.name)) {
         for mode in [Mode::KeepAlive, Mode::Close] {
             let r = run_load(t, mode, args.restarts, &args).await;
@@ -431,7 +492,7 @@ async fn main() {
     );
     println!("| client | plain axum req/s | hotrestart req/s | ratio |");
     println!("|---|---|---|---|");
-    let plain = Target { name: "plain axum", bin: args.root.join("bench/peers/target/release/plain_axum"), trigger: Trigger::None, keeps_state: false };
+    let plain = Target { name: "plain axum", bin: args.root.join("bench/peers/target/release/plain_axum"), trigger: Trigger::None, keeps_state: false, env: &[] };
     for mode in [Mode::KeepAlive, Mode::Close].into_iter().filter(|_| plain.bin.exists()) {
         // Alternate the two, four times, and compare medians: the machine is noisy.
         let mut ps = Vec::new();
@@ -444,6 +505,14 @@ async fn main() {
         println!("| {} | {p:.0} | {h:.0} | {:.3} |", mode.name(), h / p);
     }
 
+    }
+    if !args.idle_conns.is_empty() && wanted(&args, "hotrestart") {
+        println!("\n## Handing idle keep-alive connections over (5 restarts each; 0 is the baseline)\n");
+        println!("| idle connections | restarts | moved per restart (median) | internal trigger→READY median ms | accept gap median ms | trigger→new pid answering median ms | requests on the moved connections: answered by the new pid / failed |");
+        println!("|---|---|---|---|---|---|---|");
+        for &n in &args.idle_conns {
+            println!("{}", idle_connections_row(&args, n, 5).await);
+        }
     }
     if !args.state_sizes.is_empty() {
         println!("\n## State handoff at scale\n");

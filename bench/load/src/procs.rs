@@ -19,6 +19,18 @@ pub fn become_subreaper() {
     assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
 }
 
+/// Raises this process's soft open-file limit to its hard limit.
+pub fn raise_nofile() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write only the local `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 pub fn reap() {
     loop {
         let mut status = 0;
