@@ -34,9 +34,10 @@
 //! `kill -HUP <pid>` (or [`Hot::restart`]) starts the binary found at the path this process was
 //! started from, which may be a new version. The successor inherits the sockets and runs its
 //! slow start-up while this process still serves; then this process stops accepting (the
-//! kernel queues new connections), finishes open connections, runs the
-//! [`#[before_restart]`](before_restart) hooks and streams its snapshot; the successor restores
-//! it, says READY and accepts, and this process exits 0. If anything fails before READY, the
+//! kernel queues new connections), finishes the requests in flight, parks its idle HTTP/1.1
+//! connections, runs the [`#[before_restart]`](before_restart) hooks and streams its snapshot;
+//! the successor restores it, takes the parked connections, says READY and serves, and this
+//! process exits 0. If anything fails before READY, the
 //! successor is killed and this process resumes accepting with its live state.
 //!
 //! **Invariant:** at every instant some process holds every listening socket open, and at most

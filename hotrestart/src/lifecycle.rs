@@ -59,6 +59,8 @@ pub struct Restarted {
     pub accept_gap: Duration,
     /// Size of the `#[persist]` snapshot handed over.
     pub state_bytes: usize,
+    /// Open HTTP/1.1 connections handed to the successor.
+    pub connections: usize,
 }
 
 /// Why this process is ending.
@@ -893,6 +895,7 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 elapsed: started.elapsed(),
                 accept_gap: quiesced_at.map_or(Duration::ZERO, |q: Instant| q.elapsed()),
                 state_bytes,
+                connections,
             };
             tracing::info!(
                 old_pid = restarted.old_pid,
