@@ -7,14 +7,15 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
 use common::*;
 
-/// A persistent HTTP/1.1 client connection.
-struct Client {
-    reader: BufReader<TcpStream>,
+/// A persistent HTTP/1.1 client connection, over TCP or a Unix socket.
+struct Client<S: Read + Write = TcpStream> {
+    reader: BufReader<S>,
 }
 
 #[derive(Debug)]
@@ -23,6 +24,16 @@ struct Reply {
     pid: u32,
     close: bool,
     body: String,
+}
+
+impl Client<UnixStream> {
+    fn connect_unix(path: &std::path::Path) -> Self {
+        let s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client {
+            reader: BufReader::new(s),
+        }
+    }
 }
 
 impl Client {
@@ -38,7 +49,9 @@ impl Client {
     fn local_port(&self) -> u16 {
         self.reader.get_ref().local_addr().unwrap().port()
     }
+}
 
+impl<S: Read + Write> Client<S> {
     fn write(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).unwrap();
     }
@@ -116,7 +129,7 @@ fn sockets(pid: u32) -> usize {
 
 /// `POST /hit` on every client; each must be answered 200 by `pid` on its open connection,
 /// with the next count: the state and the connections moved together.
-fn hit_all(clients: &mut [Client], pid: u32, when: &str) {
+fn hit_all<S: Read + Write>(clients: &mut [Client<S>], pid: u32, when: &str) {
     let mut count: Option<u64> = None;
     for (i, c) in clients.iter_mut().enumerate() {
         let reply = c
@@ -252,4 +265,31 @@ fn a_successor_short_of_fds_refuses_the_connections_and_none_is_lost() {
     let new = svc.hot_restart();
     hit_all(&mut clients, new, "after the restart");
     assert_eq!(svc.count(), 180);
+}
+
+#[test]
+fn tcp_and_unix_connections_each_return_to_their_own_listener() {
+    let mut svc = Service::prepare("probe", &[]);
+    let sock = svc.dir.path().join("admin.sock");
+    svc.env
+        .push(("PROBE_UNIX".into(), sock.to_str().unwrap().into()));
+    let old = svc.spawn();
+    let mut tcp = Client::connect(svc.addr());
+    let mut unix = Client::connect_unix(&sock);
+    assert_eq!(unix.send("GET", "/").unwrap().pid, old);
+    assert_eq!(tcp.send("GET", "/").unwrap().pid, old);
+
+    let new = svc.hot_restart();
+    let reply = unix.send("GET", "/").unwrap();
+    assert_eq!(
+        (reply.status, reply.pid, reply.close),
+        (200, new, false),
+        "the Unix connection moved"
+    );
+    let reply = tcp.send("GET", "/").unwrap();
+    assert_eq!(
+        (reply.status, reply.pid, reply.close),
+        (200, new, false),
+        "the TCP connection moved"
+    );
 }
