@@ -293,3 +293,49 @@ fn tcp_and_unix_connections_each_return_to_their_own_listener() {
         "the TCP connection moved"
     );
 }
+
+#[test]
+fn sigterm_during_a_handover_gives_parked_connections_back_and_closes_them_cleanly() {
+    let svc = Service::start_faulty(&[]);
+    let old = svc.pid();
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(svc.addr())).collect();
+    hit_all(&mut clients, old, "before the restart");
+    // The hook runs after the connections are parked and holds the handover for 3 s; at the
+    // exit that follows the SIGTERM it runs again, after the drain, for another 3 s.
+    svc.plan("hook-sleep-ms=3000");
+    svc.signal(old, libc::SIGHUP);
+    svc.wait_log("hook: sleeping", 1);
+    let successor = svc.successor_pid(1);
+    svc.signal(old, libc::SIGTERM);
+    let sent = std::time::Instant::now();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut byte = [0u8; 1];
+        let n = c
+            .reader
+            .read(&mut byte)
+            .unwrap_or_else(|e| panic!("connection {i} was reset, not closed: {e}"));
+        assert_eq!(
+            n, 0,
+            "connection {i}: closed cleanly (EOF), nothing unasked for"
+        );
+    }
+    assert!(
+        sent.elapsed() < Duration::from_millis(2000),
+        "the connections were given back and drained ({:?} after SIGTERM), not left parked until the process exited",
+        sent.elapsed()
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while exit_code(old).is_none() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        exit_code(old),
+        Some(0),
+        "the old process drains and exits 0; log:\n{}",
+        svc.log_text()
+    );
+    // Killed by the old process, which also reaped it: only its absence can be checked.
+    assert!(!is_alive(successor), "the abandoned successor was killed");
+    svc.spawn();
+    assert_eq!(svc.count(), 4, "the state file saved at exit has every hit");
+}
