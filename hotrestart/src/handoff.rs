@@ -7,9 +7,14 @@
 //!                                    <----  PREPARED            (its slow init is done)
 //!                                           (payload: capabilities, see CAP_CONNECTIONS)
 //!   quiesce, park idle connections, hooks
+//!   PLAN {CAP_CONNECTIONS}           ---->  (only if the successor offered, and hand-over is on)
 //!   SNAPSHOT {frame}                 ---->
-//!   CONNECTIONS {batch} + fds        ---->  (only if the successor offered to take them;
-//!   ... the last one flagged last)          at most 253 fds per frame)
+//!   CONNECTIONS {batch} + fds        ---->  (only after PLAN; at most 253 fds per frame,
+//!   ... the last one flagged last)          the last one flagged)
+//!
+//! Versions that predate PLAN and CONNECTIONS interoperate: an older old process ignores the
+//! PREPARED payload and sends SNAPSHOT without PLAN (so no connections are expected); an older
+//! successor offers nothing, so it gets neither.
 //!                                    <----  READY | REJECT {reason}
 //! ```
 //!
@@ -32,6 +37,7 @@ pub(crate) const TAG_SNAPSHOT: u8 = 3;
 pub(crate) const TAG_READY: u8 = 4;
 pub(crate) const TAG_REJECT: u8 = 5;
 pub(crate) const TAG_CONNECTIONS: u8 = 6;
+pub(crate) const TAG_PLAN: u8 = 7;
 
 /// PREPARED payload bit: "send me your idle connections after the snapshot".
 pub(crate) const CAP_CONNECTIONS: u8 = 1;
@@ -67,6 +73,7 @@ pub(crate) fn tag_name(tag: u8) -> &'static str {
         TAG_READY => "READY",
         TAG_REJECT => "REJECT",
         TAG_CONNECTIONS => "CONNECTIONS",
+        TAG_PLAN => "PLAN",
         _ => "unknown",
     }
 }
@@ -117,6 +124,29 @@ where
         ));
     }
     Ok((h[0], len))
+}
+
+/// Reads the payload of a frame whose header was read, `len` bytes (at most `limit`); the
+/// buffer grows with the bytes that actually arrive.
+pub(crate) async fn read_frame_payload<R>(chan: &mut R, len: u64, limit: u64) -> io::Result<Vec<u8>>
+where
+    R: AsyncRead + Unpin,
+{
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the limit of {limit}"),
+        ));
+    }
+    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+    let read = chan.take(len).read_to_end(&mut payload).await?;
+    if read as u64 != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame truncated: the channel closed after {read} of {len} bytes"),
+        ));
+    }
+    Ok(payload)
 }
 
 /// Reads one frame. `limit` bounds the payload; the buffer grows with the bytes that actually

@@ -34,12 +34,15 @@ use crate::handoff::MAX_SNAPSHOT;
 /// one plus the successor. With 3, a restart may begin while one older generation drains.
 pub const MAX_GENERATIONS: usize = 3;
 
-/// What a successor offers in PREPARED: it takes open connections if it can serve them.
-const CAPABILITIES: u8 = if cfg!(feature = "http") {
-    handoff::CAP_CONNECTIONS
-} else {
-    0
-};
+/// What a successor offers in PREPARED: it takes open connections if it can serve them (and
+/// its operator did not turn that off).
+fn capabilities(options: &Options) -> u8 {
+    if cfg!(feature = "http") && options.hand_over_connections {
+        handoff::CAP_CONNECTIONS
+    } else {
+        0
+    }
+}
 
 /// How long handed-over connections wait for a `serve` on their listener before being closed.
 const UNCLAIMED_CONNECTIONS: Duration = Duration::from_secs(5);
@@ -395,8 +398,20 @@ impl Hot {
         let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
         let limit = self.inner.options.ready_timeout;
         let started = Instant::now();
+        let offered = capabilities(&self.inner.options);
+        // Whether CONNECTIONS frames follow the snapshot: the previous process says so in a
+        // PLAN frame before it. One that sends none (an older version, or hand-over turned off
+        // there) sends SNAPSHOT right away, and no connections.
+        let mut planned = 0u8;
         let header = tokio::time::timeout(limit, async {
-            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[CAPABILITIES]).await?;
+            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[offered]).await?;
+            let header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await?;
+            if header.0 != handoff::TAG_PLAN {
+                return Ok(header);
+            }
+            let plan =
+                handoff::read_frame_payload(&mut chan, header.1, handoff::MAX_CONTROL).await?;
+            planned = plan.first().copied().unwrap_or(0) & offered;
             handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
         })
         .await;
@@ -422,7 +437,7 @@ impl Hot {
                             state_bytes = len,
                             "state received from the previous process"
                         );
-                        if CAPABILITIES & handoff::CAP_CONNECTIONS != 0 {
+                        if planned & handoff::CAP_CONNECTIONS != 0 {
                             if let Err(e) = self.receive_connections(&mut chan).await {
                                 tracing::error!("refusing the previous process's connections: {e}");
                                 let _ = handoff::write_frame(
@@ -984,9 +999,10 @@ async fn handover(
     .first()
     .copied()
     .unwrap_or(0);
-    // A successor that offered to take connections waits for CONNECTIONS (maybe none).
-    let successor_takes = capabilities & handoff::CAP_CONNECTIONS != 0;
-    let hand_connections = inner.options.hand_over_connections && successor_takes;
+    // Connections are handed over if the successor offered to take them; PLAN tells it that
+    // CONNECTIONS frames (maybe none) will follow the snapshot.
+    let hand_connections =
+        inner.options.hand_over_connections && capabilities & handoff::CAP_CONNECTIONS != 0;
     if hand_connections {
         inner.outbox.open();
     }
@@ -1017,6 +1033,13 @@ async fn handover(
     .await;
     let frame =
         snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
+    if hand_connections {
+        if let Err(e) =
+            handoff::write_frame(&mut chan, handoff::TAG_PLAN, &[handoff::CAP_CONNECTIONS]).await
+        {
+            return Err(broken(child, pid, "before the snapshot", e).await);
+        }
+    }
     tokio::select! {
         sent = handoff::write_frame_parts(&mut chan, handoff::TAG_SNAPSHOT, frame.len(), frame.slices()) => {
             if let Err(e) = sent {
@@ -1029,12 +1052,8 @@ async fn handover(
         }
     }
     let mut connections = 0;
-    if successor_takes {
-        let parcels = if hand_connections {
-            inner.outbox.take()
-        } else {
-            Vec::new()
-        };
+    if hand_connections {
+        let parcels = inner.outbox.take();
         connections = parcels.len();
         tokio::select! {
             sent = handoff::send_connections(&mut chan, &parcels) => {
