@@ -4,7 +4,7 @@ use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{quote, ToTokens};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Lit, LitInt, LitStr, Meta, Token};
+use syn::{Expr, ExprLit, Lit, LitBool, LitInt, LitStr, Meta, Token};
 
 use crate::errors::Errors;
 
@@ -86,6 +86,27 @@ pub(crate) fn int_value<'a>(
             errors.spanned(
                 other,
                 format_args!("`{}` takes a whole number: write `{example}`", key(meta)),
+            );
+            None
+        }
+    }
+}
+
+/// The boolean of `key = false`.
+pub(crate) fn bool_value<'a>(
+    meta: &'a Meta,
+    example: &str,
+    errors: &mut Errors,
+) -> Option<&'a LitBool> {
+    match value(meta, example, errors)? {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Some(lit),
+        other => {
+            errors.spanned(
+                other,
+                format_args!("`{}` takes `true` or `false`: write `{example}`", key(meta)),
             );
             None
         }

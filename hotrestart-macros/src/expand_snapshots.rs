@@ -39,6 +39,20 @@ fn hot_main() {
 }
 
 #[test]
+fn hot_main_hand_over_off() {
+    let args = quote!(hand_over_connections = false, drain_timeout = "2s");
+    let item = quote! {
+        async fn main(hot: hotrestart::Hot) {
+            let _ = hot;
+        }
+    };
+    check(
+        "hot_main_hand_over_off",
+        crate::hot_main::expand(args, item),
+    );
+}
+
+#[test]
 fn before_restart_async_with_state() {
     let item = quote! {
         async fn log_handover(counter: &Counter) {

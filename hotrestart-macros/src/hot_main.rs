@@ -16,6 +16,7 @@ const STATE_FILE: &str = "state_file";
 const CONTROL_SOCKET: &str = "control_socket";
 const FLAVOR: &str = "flavor";
 const WORKER_THREADS: &str = "worker_threads";
+const HAND_OVER_CONNECTIONS: &str = "hand_over_connections";
 
 const CURRENT_THREAD: &str = "current_thread";
 const MULTI_THREAD: &str = "multi_thread";
@@ -28,6 +29,7 @@ const KEYS: &[(&str, &str)] = &[
     (CONTROL_SOCKET, "control_socket = \"/run/app/control.sock\""),
     (FLAVOR, "flavor = \"multi_thread\""),
     (WORKER_THREADS, "worker_threads = 4"),
+    (HAND_OVER_CONNECTIONS, "hand_over_connections = false"),
     (args::CRATE, "crate = \"hotrestart\""),
 ];
 
@@ -70,6 +72,7 @@ struct Config {
     control_socket: Option<LitStr>,
     flavor: Option<(Flavor, LitStr)>,
     worker_threads: Option<(usize, LitInt)>,
+    hand_over_connections: Option<syn::LitBool>,
     krate: Option<TokenStream>,
 }
 
@@ -109,6 +112,9 @@ fn parse_config(args: TokenStream, errors: &mut Errors) -> Config {
             CONTROL_SOCKET => config.control_socket = path(CONTROL_SOCKET, &meta, example, errors),
             FLAVOR => config.flavor = flavor(&meta, example, errors),
             WORKER_THREADS => config.worker_threads = worker_threads(&meta, example, errors),
+            HAND_OVER_CONNECTIONS => {
+                config.hand_over_connections = args::bool_value(&meta, example, errors).cloned()
+            }
             _ => config.krate = args::crate_path(&meta, errors),
         }
     }
@@ -398,6 +404,9 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
     }
     if let Some((threads, _)) = &config.worker_threads {
         options.extend(quote!(.worker_threads(#threads)));
+    }
+    if let Some(on) = &config.hand_over_connections {
+        options.extend(quote!(.hand_over_connections(#on)));
     }
 
     // The user's function, as written, becomes a local `async fn`: its declared return type

@@ -1173,6 +1173,10 @@ impl MainOptions {
         self.options.watch_exe = on;
         self
     }
+    pub fn hand_over_connections(mut self, on: bool) -> Self {
+        self.options.hand_over_connections = on;
+        self
+    }
     pub fn current_thread(mut self) -> Self {
         self.current_thread = true;
         self

@@ -5,3 +5,8 @@ mod threads {
     #[hotrestart::hot_main(flavor = "current_thread", worker_threads = 2)]
     async fn main(_hot: hotrestart::Hot) {}
 }
+
+mod hand_over {
+    #[hotrestart::hot_main(hand_over_connections = "no")]
+    async fn main(_hot: hotrestart::Hot) {}
+}

@@ -25,6 +25,7 @@ fn check(ok: bool) -> Result<u32, Failed> {
     state_file = "args.state",
     flavor = "multi_thread",
     worker_threads = 2,
+    hand_over_connections = false,
     crate = "hotrestart",
 )]
 async fn main(hot: Hot) -> Result<(), Box<dyn std::error::Error>> {
