@@ -80,7 +80,7 @@ impl<S: Read + Write> Client<S> {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or(format!("bad status line {line:?}"))?;
-        let (mut length, mut pid, mut close) = (0usize, 0u32, false);
+        let (mut length, mut pid, mut close, mut chunked) = (0usize, 0u32, false, false);
         loop {
             line.clear();
             if self
@@ -103,7 +103,34 @@ impl<S: Read + Write> Client<S> {
                 pid = v.parse().map_err(|_| "bad x-pid")?;
             } else if k.eq_ignore_ascii_case("connection") {
                 close = v.eq_ignore_ascii_case("close");
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.eq_ignore_ascii_case("chunked");
             }
+        }
+        if chunked {
+            let mut body = Vec::new();
+            loop {
+                line.clear();
+                self.reader
+                    .read_line(&mut line)
+                    .map_err(|e| format!("read chunk size: {e}"))?;
+                let size = usize::from_str_radix(line.trim_end(), 16)
+                    .map_err(|_| format!("bad chunk size {line:?}"))?;
+                let mut chunk = vec![0; size + 2];
+                self.reader
+                    .read_exact(&mut chunk)
+                    .map_err(|e| format!("read chunk: {e}"))?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+            return Ok(Reply {
+                status,
+                pid,
+                close,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
         let mut body = vec![0; length];
         self.reader
@@ -338,4 +365,30 @@ fn sigterm_during_a_handover_gives_parked_connections_back_and_closes_them_clean
     assert!(!is_alive(successor), "the abandoned successor was killed");
     svc.spawn();
     assert_eq!(svc.count(), 4, "the state file saved at exit has every hit");
+}
+
+#[test]
+fn a_request_in_flight_finishes_in_the_old_process_then_its_connection_moves() {
+    let svc = Service::start_faulty(&[]);
+    let old = svc.pid();
+    let mut c = Client::connect(svc.addr());
+    // A response streamed over one second (a line every 100 ms).
+    c.write(b"GET /stream/1 HTTP/1.1\r\nhost: test\r\n\r\n");
+    thread::sleep(Duration::from_millis(150));
+    svc.signal(old, libc::SIGHUP);
+    let reply = c.read_reply().unwrap();
+    assert_eq!(
+        (reply.status, reply.pid, reply.close),
+        (200, old, false),
+        "the request in flight is answered by the old process, without `connection: close`"
+    );
+    assert_eq!(reply.body.lines().count(), 10, "{:?}", reply.body);
+    let new = svc.wait_new_pid(old);
+    let next = c.send("POST", "/hit").unwrap();
+    assert_eq!(
+        (next.status, next.pid, next.close),
+        (200, new, false),
+        "the next request on the same connection is answered by the successor"
+    );
+    assert_eq!(wait_exit(old, WAIT), 0);
 }
