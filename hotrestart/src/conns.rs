@@ -38,25 +38,64 @@ pub(crate) enum Verdict {
 
 /// The old process's side: connections parked during one handover.
 pub(crate) struct Outbox {
-    /// Set while a handover to a successor that takes connections is quiescing.
+    /// Set while a handover to a successor that takes connections is quiescing; cleared once
+    /// the parked connections are taken for sending.
     open: AtomicBool,
-    parcels: Mutex<Vec<Parcel>>,
-    verdict: watch::Sender<Verdict>,
+    round: Mutex<Round>,
+    /// The latest round and its verdict.
+    verdict: watch::Sender<(u64, Verdict)>,
+}
+
+struct Round {
+    id: u64,
+    /// Whether connections may still park in it (until [`Outbox::take`]).
+    accepting: bool,
+    parcels: Vec<Parcel>,
+}
+
+/// Where a parked connection waits for its verdict.
+pub(crate) struct Ticket {
+    round: u64,
+    verdict: watch::Receiver<(u64, Verdict)>,
+}
+
+impl Ticket {
+    /// What became of the round this connection was parked in.
+    pub(crate) async fn verdict(mut self) -> Verdict {
+        let round = self.round;
+        match self
+            .verdict
+            .wait_for(|(r, v)| *r != round || *v != Verdict::Pending)
+            .await
+        {
+            // A later round exists only if this one was rolled back.
+            Ok(latest) if latest.0 == round => latest.1,
+            Ok(_) => Verdict::Kept,
+            Err(_) => Verdict::Kept,
+        }
+    }
 }
 
 impl Outbox {
     pub(crate) fn new() -> Self {
         Outbox {
             open: AtomicBool::new(false),
-            parcels: Mutex::new(Vec::new()),
-            verdict: watch::Sender::new(Verdict::Kept),
+            round: Mutex::new(Round {
+                id: 0,
+                accepting: false,
+                parcels: Vec::new(),
+            }),
+            verdict: watch::Sender::new((0, Verdict::Kept)),
         }
     }
 
     /// Starts a round: connections may park until [`Outbox::take`].
     pub(crate) fn open(&self) {
-        self.parcels.lock().unwrap().clear();
-        self.verdict.send_replace(Verdict::Pending);
+        let mut round = self.round.lock().unwrap();
+        round.id += 1;
+        round.accepting = true;
+        round.parcels.clear();
+        self.verdict.send_replace((round.id, Verdict::Pending));
         self.open.store(true, Ordering::Release);
     }
 
@@ -65,23 +104,34 @@ impl Outbox {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Parks a connection; the receiver tells what became of it.
-    pub(crate) fn park(&self, parcel: Parcel) -> watch::Receiver<Verdict> {
-        let verdict = self.verdict.subscribe();
-        self.parcels.lock().unwrap().push(parcel);
-        verdict
+    /// Parks a connection, if the round still takes them; the ticket tells what became of it.
+    /// `None`: too late, the parked connections were already sent; serve it and let it drain.
+    pub(crate) fn park(&self, parcel: Parcel) -> Option<Ticket> {
+        let mut round = self.round.lock().unwrap();
+        if !round.accepting {
+            return None;
+        }
+        round.parcels.push(parcel);
+        Some(Ticket {
+            round: round.id,
+            verdict: self.verdict.subscribe(),
+        })
     }
 
-    /// Everything parked so far, to send.
+    /// Everything parked in this round, to send; later connections are refused.
     pub(crate) fn take(&self) -> Vec<Parcel> {
-        std::mem::take(&mut *self.parcels.lock().unwrap())
+        let mut round = self.round.lock().unwrap();
+        round.accepting = false;
+        self.open.store(false, Ordering::Release);
+        std::mem::take(&mut round.parcels)
     }
 
-    /// Ends the round. A connection parked after [`Outbox::take`] gets the same verdict: it was
-    /// not sent, so `Moved` closes it (it was busy past the drain timeout).
+    /// Ends the round.
     pub(crate) fn decide(&self, verdict: Verdict) {
+        let mut round = self.round.lock().unwrap();
+        round.accepting = false;
         self.open.store(false, Ordering::Release);
-        self.verdict.send_replace(verdict);
+        self.verdict.send_replace((round.id, verdict));
     }
 }
 

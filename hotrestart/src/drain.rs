@@ -20,11 +20,20 @@ pub enum Phase {
     Stopping,
 }
 
-/// Counts live work. The snapshot waits until the count is zero: no accept loop running, no
-/// connection open, so nothing can still change `#[persist]` state.
+/// Live work, and connections parked for a successor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    live: usize,
+    parked: usize,
+}
+
+/// Counts live work. The snapshot waits until no work is live: no accept loop running, no
+/// connection serving, so nothing can still change `#[persist]` state. Parked connections
+/// (idle, waiting to be handed over) do not hold the snapshot back, but a process does not
+/// finish draining while one is still parked: it may be given back.
 #[derive(Clone)]
 pub(crate) struct Tracker {
-    count: watch::Sender<usize>,
+    count: watch::Sender<Counts>,
     /// Connections closed while still busy because the drain timeout passed.
     cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Busy connections already reported (by the handover) that will be cut later.
@@ -34,16 +43,26 @@ pub(crate) struct Tracker {
 impl Tracker {
     pub(crate) fn new() -> Self {
         Tracker {
-            count: watch::Sender::new(0),
+            count: watch::Sender::new(Counts::default()),
             cut: Default::default(),
             reported: Default::default(),
         }
     }
 
     pub(crate) fn enter(&self) -> WorkGuard {
-        self.count.send_modify(|n| *n += 1);
+        self.count.send_modify(|n| n.live += 1);
         WorkGuard {
             count: self.count.clone(),
+            parked: false,
+        }
+    }
+
+    /// A connection parked for a successor: it counts until it is closed or served again.
+    pub(crate) fn park(&self) -> WorkGuard {
+        self.count.send_modify(|n| n.parked += 1);
+        WorkGuard {
+            count: self.count.clone(),
+            parked: true,
         }
     }
 
@@ -71,13 +90,14 @@ impl Tracker {
     }
 
     pub(crate) fn live(&self) -> usize {
-        *self.count.borrow()
+        self.count.borrow().live
     }
 
     /// Waits until no work is live, up to `limit`; returns how much was still live then.
+    /// Parked connections are not waited for: this is what the snapshot waits for.
     pub(crate) async fn idle(&self, limit: Duration) -> usize {
         let mut rx = self.count.subscribe();
-        let idle = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0))
+        let idle = tokio::time::timeout(limit, rx.wait_for(|n| n.live == 0))
             .await
             .is_ok();
         if idle {
@@ -86,17 +106,37 @@ impl Tracker {
             self.live()
         }
     }
+
+    /// Waits until no work is live and no connection is parked, up to `limit`; returns how
+    /// many were still open then. What a draining process waits for. A parked connection
+    /// given back enters as live work before it leaves the parked count, so the two are never
+    /// both zero while it is open.
+    pub(crate) async fn drained(&self, limit: Duration) -> usize {
+        let mut rx = self.count.subscribe();
+        let done = tokio::time::timeout(limit, rx.wait_for(|n| n.live + n.parked == 0))
+            .await
+            .is_ok();
+        if done {
+            0
+        } else {
+            let n = *self.count.borrow();
+            n.live + n.parked
+        }
+    }
 }
 
 /// One unit of live work; dropping it ends the work.
 #[must_use = "the work ends when the guard is dropped"]
 pub struct WorkGuard {
-    count: watch::Sender<usize>,
+    count: watch::Sender<Counts>,
+    parked: bool,
 }
 
 impl Drop for WorkGuard {
     fn drop(&mut self) {
-        self.count.send_modify(|n| *n -= 1);
+        let parked = self.parked;
+        self.count
+            .send_modify(|n| if parked { n.parked -= 1 } else { n.live -= 1 });
     }
 }
 

@@ -470,11 +470,21 @@ pub(crate) async fn send_connections(chan: &mut UnixStream, parcels: &[Parcel]) 
     chan.flush().await
 }
 
+/// Why CONNECTIONS could not be read.
+#[derive(Debug)]
+pub(crate) enum ConnectionsError {
+    /// The channel ended: the previous process is gone.
+    Gone(String),
+    /// The frame is wrong, or cannot be taken whole: refuse the handover.
+    Refused(String),
+}
+
 /// Successor: reads one CONNECTIONS frame and its fds. Returns whether it was the last, and
 /// each connection with its fd.
 pub(crate) async fn recv_connections(
     chan: &mut UnixStream,
-) -> Result<(bool, Vec<(ConnEntry, OwnedFd)>), String> {
+) -> Result<(bool, Vec<(ConnEntry, OwnedFd)>), ConnectionsError> {
+    use ConnectionsError::{Gone, Refused};
     let raw = chan.as_raw_fd();
     let mut head = [0u8; FRAME_HEADER];
     let (got, fds, truncated) = chan
@@ -507,39 +517,47 @@ pub(crate) async fn recv_connections(
             Ok((msg.bytes, fds, false))
         })
         .await
-        .map_err(|e| format!("reading CONNECTIONS: {e}"))?;
+        .map_err(|e| Gone(format!("reading CONNECTIONS: {e}")))?;
     if got == 0 {
-        return Err("the previous process closed the channel before CONNECTIONS".into());
+        return Err(Gone(
+            "the previous process closed the channel before CONNECTIONS".into(),
+        ));
     }
     chan.read_exact(&mut head[got..])
         .await
-        .map_err(|e| format!("truncated CONNECTIONS: {e}"))?;
-    let (tag, len) = parse_header(&head, MAX_CONNECTIONS_FRAME).map_err(|e| e.to_string())?;
+        .map_err(|e| Gone(format!("truncated CONNECTIONS: {e}")))?;
+    let (tag, len) =
+        parse_header(&head, MAX_CONNECTIONS_FRAME).map_err(|e| Refused(e.to_string()))?;
     if tag != TAG_CONNECTIONS {
-        return Err(format!("expected CONNECTIONS, got {}", tag_name(tag)));
+        return Err(Refused(format!(
+            "expected CONNECTIONS, got {}",
+            tag_name(tag)
+        )));
     }
     let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
     let read = (&mut *chan)
         .take(len)
         .read_to_end(&mut payload)
         .await
-        .map_err(|e| format!("truncated CONNECTIONS: {e}"))?;
+        .map_err(|e| Gone(format!("truncated CONNECTIONS: {e}")))?;
     if read as u64 != len {
-        return Err(format!("CONNECTIONS truncated at {read} of {len} bytes"));
+        return Err(Gone(format!(
+            "CONNECTIONS truncated at {read} of {len} bytes"
+        )));
     }
-    let (last, entries) = decode_connections(&payload)?;
+    let (last, entries) = decode_connections(&payload).map_err(Refused)?;
     if truncated {
-        return Err(format!(
+        return Err(Refused(format!(
             "no room for the {} handed-over connections in this process's fd table (MSG_CTRUNC): raise its open-file limit (ulimit -n, LimitNOFILE=)",
             entries.len()
-        ));
+        )));
     }
     if entries.len() != fds.len() {
-        return Err(format!(
+        return Err(Refused(format!(
             "CONNECTIONS names {} connections but carries {} fds",
             entries.len(),
             fds.len()
-        ));
+        )));
     }
     Ok((last, entries.into_iter().zip(fds).collect()))
 }

@@ -233,6 +233,10 @@ struct Activity {
     parking: AtomicBool,
     /// Bytes were written to the socket and not flushed since (hyper's buffer is not empty).
     unflushed: AtomicBool,
+    /// The last request's body was dropped before its end: the rest of it may still be in
+    /// hyper's buffer or the socket, so the connection is not between two requests and must
+    /// not be handed over (the successor would read body bytes as a request).
+    unread_body: AtomicBool,
     /// hyper's read waiting behind the parking gate.
     reader: Mutex<Option<Waker>>,
     changed: Notify,
@@ -247,6 +251,7 @@ impl Activity {
             draining: AtomicBool::new(false),
             parking: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
+            unread_body: AtomicBool::new(false),
             reader: Mutex::new(None),
             changed: Notify::new(),
         }
@@ -301,6 +306,8 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn enter(activity: &Arc<Activity>) -> Self {
+        // A new request head was parsed: hyper is past the previous request's body.
+        activity.unread_body.store(false, Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.announce();
         InFlight(activity.clone())
@@ -338,6 +345,54 @@ impl Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// A request body that notes, if the application drops it before its end, that the connection
+/// is not at a request boundary.
+struct RequestBody {
+    body: Incoming,
+    /// Until the body has ended.
+    activity: Option<Arc<Activity>>,
+}
+
+impl RequestBody {
+    fn new(body: Incoming, activity: &Arc<Activity>) -> Self {
+        let activity = (!body.is_end_stream()).then(|| activity.clone());
+        RequestBody { body, activity }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.body.is_end_stream() {
+            this.activity = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let Some(activity) = self.activity.take() {
+            activity.unread_body.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -467,28 +522,44 @@ where
     tokio::spawn(connection(hot.clone(), guard, io, prefix, handle, app));
 }
 
+/// What became of a connection offered to the successor.
+#[derive(PartialEq)]
+enum Parked {
+    /// The successor serves it: close this process's copy.
+    Moved,
+    /// The restart rolled back (or the process is stopping): serve it here again.
+    Kept,
+    /// Too late, the parked connections were already sent: serve it here and let it drain.
+    Refused,
+}
+
 /// Parks the connection for the successor and waits for the verdict. While parked it is not
-/// live work: the snapshot does not wait for it.
+/// live work (the snapshot does not wait for it), but it still keeps a draining process from
+/// finishing, since it may be given back.
 async fn park(
     hot: &Hot,
     guard: &mut Option<WorkGuard>,
     prefix: Vec<u8>,
     (key, fd): &(Arc<str>, RawFd),
-) -> Verdict {
-    let mut verdict = hot.outbox().park(Parcel {
+) -> Parked {
+    let Some(ticket) = hot.outbox().park(Parcel {
         fd: *fd,
         key: key.to_string(),
         prefix,
-    });
-    *guard = None;
-    let verdict = match verdict.wait_for(|v| *v != Verdict::Pending).await {
-        Ok(v) => *v,
-        Err(_) => Verdict::Kept,
+    }) else {
+        return Parked::Refused;
     };
-    if verdict == Verdict::Kept {
-        *guard = Some(hot.track());
+    let parked = hot.track_parked();
+    *guard = None;
+    match ticket.verdict().await {
+        Verdict::Moved => Parked::Moved,
+        Verdict::Kept | Verdict::Pending => {
+            // Live again before it stops counting as parked: never both zero while open.
+            *guard = Some(hot.track());
+            drop(parked);
+            Parked::Kept
+        }
     }
-    verdict
 }
 
 /// Resolves when the phase is no longer [`Phase::Serving`] (or the process is gone).
@@ -542,11 +613,15 @@ async fn connection<I, S>(
                 };
                 wire.unread(&head);
                 head.clear();
-                if park(&hot, &mut guard, wire.pending().to_vec(), handle).await == Verdict::Moved {
-                    return;
-                }
-                if phase.wait_for(|p| *p != Phase::Quiesced).await.is_err() {
-                    return;
+                match park(&hot, &mut guard, wire.pending().to_vec(), handle).await {
+                    Parked::Moved => return,
+                    Parked::Kept => {
+                        if phase.wait_for(|p| *p != Phase::Quiesced).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Not handing over any more: the next turn drains it.
+                    Parked::Refused => {}
                 }
             }
             detected = detect(&mut wire, &mut head) => match detected {
@@ -561,7 +636,9 @@ async fn connection<I, S>(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let http2 = req.version() == Version::HTTP_2;
         let in_flight = InFlight::enter(&tracked);
-        let response = app.clone().call(req.map(axum::body::Body::new));
+        let response = app
+            .clone()
+            .call(req.map(|body| axum::body::Body::new(RequestBody::new(body, &tracked))));
         let tracked = tracked.clone();
         async move {
             let mut response = response.await?;
@@ -617,7 +694,9 @@ async fn connection<I, S>(
             let window = *deadline.insert(tokio::time::Instant::now() + drain);
             let stopped = loop {
                 if activity.at_boundary() {
-                    break true;
+                    // Unless part of the last request's body is still unread: that one ends
+                    // here, drained by hyper.
+                    break !activity.unread_body.load(Ordering::Acquire);
                 }
                 if *phase.borrow() != Phase::Quiesced {
                     break false;
@@ -653,12 +732,17 @@ async fn connection<I, S>(
         wire.unread(&parts.read_buf);
         service = parts.service;
         let handle = handle.as_ref().expect("parking needs a handle");
-        if park(&hot, &mut guard, wire.pending().to_vec(), handle).await == Verdict::Moved {
-            return; // dropping our copy of the socket leaves the successor's open
-        }
-        activity.unpark();
-        if phase.wait_for(|p| *p != Phase::Quiesced).await.is_err() {
-            return;
+        match park(&hot, &mut guard, wire.pending().to_vec(), handle).await {
+            // Dropping our copy of the socket leaves the successor's open.
+            Parked::Moved => return,
+            Parked::Kept => {
+                activity.unpark();
+                if phase.wait_for(|p| *p != Phase::Quiesced).await.is_err() {
+                    return;
+                }
+            }
+            // Served again here; the next turn sees no handover and drains it.
+            Parked::Refused => activity.unpark(),
         }
     }
 }

@@ -494,9 +494,20 @@ impl Hot {
         loop {
             let frame = tokio::time::timeout(limit, handoff::recv_connections(chan))
                 .await
-                .map_err(|_| Error::handoff(format!("no CONNECTIONS within {limit:?}")))?
-                .map_err(Error::handoff)?;
-            let (last, batch) = frame;
+                .map_err(|_| Error::handoff(format!("no CONNECTIONS within {limit:?}")))?;
+            let (last, batch) = match frame {
+                Ok(frame) => frame,
+                Err(handoff::ConnectionsError::Refused(why)) => return Err(Error::handoff(why)),
+                Err(handoff::ConnectionsError::Gone(why)) => {
+                    // The state is restored and the listeners are ours: serve, with the
+                    // connections that arrived (the others died with the previous process).
+                    tracing::warn!(
+                        received = count,
+                        "the previous process went away while handing over its connections ({why}): serving those received"
+                    );
+                    break;
+                }
+            };
             count += batch.len();
             for (entry, fd) in batch {
                 self.inner.inbox.put(
@@ -663,7 +674,16 @@ impl Hot {
 
     /// Waits for live work to end, up to the drain timeout; returns what is still live.
     pub(crate) async fn inner_work_idle(&self) -> usize {
-        self.inner.work.idle(self.inner.options.drain_timeout).await
+        self.inner
+            .work
+            .drained(self.inner.options.drain_timeout)
+            .await
+    }
+
+    /// Counts a connection parked for a successor (see [`Tracker::park`]).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn track_parked(&self) -> WorkGuard {
+        self.inner.work.park()
     }
 
     /// Records a connection closed while still busy at the drain timeout.
@@ -710,7 +730,11 @@ impl Hot {
         let exit = *self.inner.exit.lock().unwrap();
         self.inner.phase.send_replace(Phase::Stopping);
         if exit == Exit::HandedOver {
-            let left = self.inner.work.idle(self.inner.options.drain_timeout).await;
+            let left = self
+                .inner
+                .work
+                .drained(self.inner.options.drain_timeout)
+                .await;
             tracing::info!(
                 generation = self.inner.generation,
                 left,
@@ -721,7 +745,11 @@ impl Hot {
         let Some(ready) = self.inner.ready.get() else {
             return;
         };
-        let left = self.inner.work.idle(self.inner.options.drain_timeout).await;
+        let left = self
+            .inner
+            .work
+            .drained(self.inner.options.drain_timeout)
+            .await;
         if left > 0 {
             tracing::warn!(left, "work still live after the drain timeout");
         }
@@ -828,9 +856,11 @@ async fn supervise(
                 old_pid = std::process::id()
             ),
         );
-        tokio::pin!(restart);
+        let mut restart = Box::pin(restart);
         let outcome = loop {
             tokio::select! {
+                // An outcome that is already there (READY received) wins over a trigger.
+                biased;
                 outcome = &mut restart => break outcome,
                 trigger = next_trigger(&mut signals, &mut calls) => match trigger {
                     Trigger::Signal => tracing::info!("SIGHUP during a restart: coalesced into the running one"),
@@ -840,6 +870,9 @@ async fn supervise(
                     }
                     Trigger::Stop(why) => {
                         tracing::warn!("{why} during a restart: abandoning it, draining and exiting");
+                        // The successor is killed first: only then are the parked
+                        // connections given back, so no two processes read them.
+                        drop(restart);
                         stop(&inner, Exit::Terminated);
                         return;
                     }
