@@ -8,6 +8,9 @@
 //! claims them. The verdict (moved: READY came; kept: the restart rolled back) tells each
 //! parked task to close its copy or to serve the connection again itself.
 
+// Without the `http` feature nothing parks or claims connections.
+#![cfg_attr(not(feature = "http"), allow(dead_code))]
+
 use std::collections::HashMap;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};

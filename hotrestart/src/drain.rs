@@ -67,6 +67,7 @@ impl Tracker {
     }
 
     /// Records a connection closed while busy at the drain timeout.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn cut_one(&self) {
         self.cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -83,6 +84,7 @@ impl Tracker {
     }
 
     /// Cut connections not reported yet.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn take_unreported_cut(&self) -> usize {
         let cut = self.take_cut();
         let reported = self.reported.swap(0, std::sync::atomic::Ordering::Relaxed);

@@ -673,6 +673,7 @@ impl Hot {
     }
 
     /// Waits for live work to end, up to the drain timeout; returns what is still live.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) async fn inner_work_idle(&self) -> usize {
         self.inner
             .work
@@ -687,11 +688,13 @@ impl Hot {
     }
 
     /// Records a connection closed while still busy at the drain timeout.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn connection_cut(&self) {
         self.inner.work.cut_one();
     }
 
     /// Logs, once, the connections cut at the drain timeout since the last call.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn report_cut(&self, when: &str) {
         let cut = self.inner.work.take_unreported_cut();
         if cut > 0 {
