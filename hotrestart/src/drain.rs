@@ -134,6 +134,32 @@ pub struct WorkGuard {
     parked: bool,
 }
 
+impl WorkGuard {
+    /// The same unit, now counted as a parked connection (one update, not two).
+    pub(crate) fn into_parked(mut self) -> WorkGuard {
+        if !self.parked {
+            self.count.send_modify(|n| {
+                n.live -= 1;
+                n.parked += 1;
+            });
+            self.parked = true;
+        }
+        self
+    }
+
+    /// The same unit, live again.
+    pub(crate) fn into_live(mut self) -> WorkGuard {
+        if self.parked {
+            self.count.send_modify(|n| {
+                n.parked -= 1;
+                n.live += 1;
+            });
+            self.parked = false;
+        }
+        self
+    }
+}
+
 impl Drop for WorkGuard {
     fn drop(&mut self) {
         let parked = self.parked;

@@ -549,14 +549,16 @@ async fn park(
     }) else {
         return Parked::Refused;
     };
-    let parked = hot.track_parked();
-    *guard = None;
+    // Moved from the live count to the parked count in one step (and back, if kept): the
+    // two are never both zero while the connection is open.
+    let parked = match guard.take() {
+        Some(live) => live.into_parked(),
+        None => hot.track_parked(),
+    };
     match ticket.verdict().await {
         Verdict::Moved => Parked::Moved,
         Verdict::Kept | Verdict::Pending => {
-            // Live again before it stops counting as parked: never both zero while open.
-            *guard = Some(hot.track());
-            drop(parked);
+            *guard = Some(parked.into_live());
             Parked::Kept
         }
     }
