@@ -18,6 +18,8 @@
 //!   snapshot is big enough to be caught in the middle of a transfer or a write.
 //! - `GET /ballast` → `<length>:<fnv1a-64 hex>` of the ballast, to check it arrived whole.
 //! - `GET /stream/N` → a response that sends a line every 100 ms for N seconds.
+//! - `POST /upload-later` → `202` at once; a task then reads the request body and logs
+//!   `upload done bytes=N` (or `upload failed`), like a handler that queues an upload.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -136,6 +138,7 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         .route("/count", get(count))
         .route("/ballast", get(ballast))
         .route("/stream/{secs}", get(stream))
+        .route("/upload-later", post(upload_later))
         .layer(axum::middleware::map_response(add_pid))
         .with_state(state);
     hotrestart::http::serve(&hot, listener, app).await?;
@@ -160,6 +163,16 @@ async fn ballast(State(state): State<Arc<Faulty>>) -> String {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("{}:{hash:016x}", ballast.len())
+}
+
+async fn upload_later(body: Body) -> axum::http::StatusCode {
+    tokio::spawn(async move {
+        match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => tracing::info!(bytes = bytes.len(), "upload done"),
+            Err(e) => tracing::warn!("upload failed: {e}"),
+        }
+    });
+    axum::http::StatusCode::ACCEPTED
 }
 
 async fn stream(Path(secs): Path<u64>) -> Body {

@@ -440,3 +440,40 @@ fn a_connection_whose_request_body_was_left_unread_is_not_handed_over() {
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     assert_eq!(svc.count(), 0, "no body byte was executed as a request");
 }
+
+/// A handler that answers at once and leaves its request body unfinished (queued for a task):
+/// the rest of that body is still to come on the connection, so it is not handed over (the
+/// successor would read the body as requests); it ends with the old process, as in a drain.
+#[test]
+fn a_connection_whose_request_body_is_still_held_unfinished_is_not_handed_over() {
+    let svc = Service::start_faulty(&[("HOTRESTART_DRAIN_TIMEOUT", "1s")]);
+    let old = svc.pid();
+    let mut c = Client::connect(svc.addr());
+    // The second half of the body is made of `POST /hit` requests: handed over mid-body, the
+    // successor would execute them.
+    let first = "x".repeat(1000);
+    let second = "POST /hit HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n".repeat(20);
+    c.write(
+        format!(
+            "POST /upload-later HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n{first}",
+            first.len() + second.len()
+        )
+        .as_bytes(),
+    );
+    let reply = c.read_reply().unwrap();
+    assert_eq!((reply.status, reply.pid), (202, old));
+    svc.signal(old, libc::SIGHUP);
+    thread::sleep(Duration::from_millis(300));
+    c.write(second.as_bytes());
+    let new = svc.wait_new_pid(old);
+    assert_ne!(new, old);
+    assert_eq!(wait_exit(old, WAIT), 0);
+    let mut rest = Vec::new();
+    let _ = c.reader.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+        "nothing answered the body's bytes: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(svc.count(), 0, "no body byte was executed as a request");
+}

@@ -53,6 +53,8 @@ struct Round {
     id: u64,
     /// Whether connections may still park in it (until [`Outbox::take`]).
     accepting: bool,
+    /// Whether its connections were taken to be sent (the successor may hold them now).
+    sent: bool,
     parcels: Vec<Parcel>,
 }
 
@@ -86,6 +88,7 @@ impl Outbox {
             round: Mutex::new(Round {
                 id: 0,
                 accepting: false,
+                sent: false,
                 parcels: Vec::new(),
             }),
             verdict: watch::Sender::new((0, Verdict::Kept)),
@@ -97,6 +100,7 @@ impl Outbox {
         let mut round = self.round.lock().unwrap();
         round.id += 1;
         round.accepting = true;
+        round.sent = false;
         round.parcels.clear();
         self.verdict.send_replace((round.id, Verdict::Pending));
         self.open.store(true, Ordering::Release);
@@ -125,8 +129,16 @@ impl Outbox {
     pub(crate) fn take(&self) -> Vec<Parcel> {
         let mut round = self.round.lock().unwrap();
         round.accepting = false;
+        round.sent = true;
         self.open.store(false, Ordering::Release);
         std::mem::take(&mut round.parcels)
+    }
+
+    /// Whether the current, undecided round's connections were sent: from then on the
+    /// successor may be serving them, so the handover must not be abandoned blindly.
+    pub(crate) fn in_successor_hands(&self) -> bool {
+        let round = self.round.lock().unwrap();
+        round.sent && self.verdict.borrow().1 == Verdict::Pending
     }
 
     /// Ends the round.

@@ -237,6 +237,10 @@ struct Activity {
     /// hyper's buffer or the socket, so the connection is not between two requests and must
     /// not be handed over (the successor would read body bytes as a request).
     unread_body: AtomicBool,
+    /// Request bodies not read to their end and still held by the application (e.g. moved
+    /// into a task that reads an upload after the response went out): the rest of such a body
+    /// is still to be read from this connection, so it is not between two requests.
+    open_bodies: AtomicU32,
     /// hyper's read waiting behind the parking gate.
     reader: Mutex<Option<Waker>>,
     changed: Notify,
@@ -252,6 +256,7 @@ impl Activity {
             parking: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             unread_body: AtomicBool::new(false),
+            open_bodies: AtomicU32::new(0),
             reader: Mutex::new(None),
             changed: Notify::new(),
         }
@@ -279,12 +284,23 @@ impl Activity {
 
     /// Between two requests: none in flight, every response byte handed to the kernel.
     fn at_boundary(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.open_bodies.load(Ordering::Acquire) == 0
+            && !self.unflushed.load(Ordering::Acquire)
+    }
+
+    /// The response is out (nothing in flight, all flushed), whatever the request bodies.
+    fn response_done(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0 && !self.unflushed.load(Ordering::Acquire)
     }
 
-    /// Whether a read must wait: the connection is parking and no request is in flight.
+    /// Whether a read must wait: the connection is parking, no request is in flight and no
+    /// request body is still being read.
     fn gate_closed(&self, cx: &Context<'_>) -> bool {
-        if !self.parking.load(Ordering::Acquire) || self.in_flight.load(Ordering::Acquire) > 0 {
+        if !self.parking.load(Ordering::Acquire)
+            || self.in_flight.load(Ordering::Acquire) > 0
+            || self.open_bodies.load(Ordering::Acquire) > 0
+        {
             return false;
         }
         *self.reader.lock().unwrap() = Some(cx.waker().clone());
@@ -358,8 +374,22 @@ struct RequestBody {
 
 impl RequestBody {
     fn new(body: Incoming, activity: &Arc<Activity>) -> Self {
-        let activity = (!body.is_end_stream()).then(|| activity.clone());
+        let activity = (!body.is_end_stream()).then(|| {
+            activity.open_bodies.fetch_add(1, Ordering::AcqRel);
+            activity.clone()
+        });
         RequestBody { body, activity }
+    }
+
+    /// The body reached its end, or was dropped (`unread`: before it).
+    fn close(&mut self, unread: bool) {
+        if let Some(activity) = self.activity.take() {
+            if unread {
+                activity.unread_body.store(true, Ordering::Release);
+            }
+            activity.open_bodies.fetch_sub(1, Ordering::AcqRel);
+            activity.announce();
+        }
     }
 }
 
@@ -373,8 +403,10 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || this.body.is_end_stream() {
-            this.activity = None;
+        // Only the end itself counts: until the application has seen it, hyper may still be
+        // finishing the message (taking the connection apart then would cut the body short).
+        if matches!(polled, Poll::Ready(None)) {
+            this.close(false);
         }
         polled
     }
@@ -390,9 +422,9 @@ impl Body for RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
-        if let Some(activity) = self.activity.take() {
-            activity.unread_body.store(true, Ordering::Release);
-        }
+        // Every byte received but the end not polled: nothing is left on the connection.
+        let unread = !self.body.is_end_stream();
+        self.close(unread);
     }
 }
 
@@ -564,6 +596,22 @@ async fn park(
     }
 }
 
+/// A parked connection was given back: waits until the rollback is over (the phase leaves
+/// this quiescence) or a new handover round already takes connections, then lets the caller
+/// serve it again. Its idle grace starts now, so a request the client sent while it was parked
+/// is read and answered even if the process is stopping. False if the process is gone.
+async fn given_back(
+    hot: &Hot,
+    phase: &mut tokio::sync::watch::Receiver<Phase>,
+    activity: &Activity,
+) -> bool {
+    activity.touch();
+    phase
+        .wait_for(|p| *p != Phase::Quiesced || hot.outbox().is_open())
+        .await
+        .is_ok()
+}
+
 /// Resolves when the phase is no longer [`Phase::Serving`] (or the process is gone).
 async fn left_serving(phase: &mut tokio::sync::watch::Receiver<Phase>) {
     let _ = phase.wait_for(|p| *p != Phase::Serving).await;
@@ -618,7 +666,7 @@ async fn connection<I, S>(
                 match park(&hot, &mut guard, wire.pending().to_vec(), handle).await {
                     Parked::Moved => return,
                     Parked::Kept => {
-                        if phase.wait_for(|p| *p != Phase::Quiesced).await.is_err() {
+                        if !given_back(&hot, &mut phase, &activity).await {
                             return;
                         }
                     }
@@ -700,6 +748,12 @@ async fn connection<I, S>(
                     // here, drained by hyper.
                     break !activity.unread_body.load(Ordering::Acquire);
                 }
+                if activity.response_done() {
+                    // The response is out but the application still holds its request body,
+                    // unfinished: the rest of it is on this connection, which therefore
+                    // cannot move. It ends here, as in a drain.
+                    break false;
+                }
                 if *phase.borrow() != Phase::Quiesced {
                     break false;
                 }
@@ -739,12 +793,15 @@ async fn connection<I, S>(
             Parked::Moved => return,
             Parked::Kept => {
                 activity.unpark();
-                if phase.wait_for(|p| *p != Phase::Quiesced).await.is_err() {
+                if !given_back(&hot, &mut phase, &activity).await {
                     return;
                 }
             }
             // Served again here; the next turn sees no handover and drains it.
-            Parked::Refused => activity.unpark(),
+            Parked::Refused => {
+                activity.unpark();
+                activity.touch();
+            }
         }
     }
 }

@@ -860,6 +860,9 @@ async fn supervise(
             ),
         );
         let mut restart = Box::pin(restart);
+        // A stop asked for once the successor may already be serving the connections: the
+        // restart's outcome (READY, or a failure within the ready timeout) is awaited first.
+        let mut stop_after: Option<&'static str> = None;
         let outcome = loop {
             tokio::select! {
                 // An outcome that is already there (READY received) wins over a trigger.
@@ -870,6 +873,10 @@ async fn supervise(
                     Trigger::Call(reply) => {
                         tracing::info!("restart requested during a restart: refused");
                         let _ = reply.send((Err(Error::RestartInProgress), inner.work.enter()));
+                    }
+                    Trigger::Stop(why) if inner.outbox.in_successor_hands() => {
+                        tracing::warn!("{why} during a restart whose connections were already sent: finishing the handover first");
+                        stop_after = Some(why);
                     }
                     Trigger::Stop(why) => {
                         tracing::warn!("{why} during a restart: abandoning it, draining and exiting");
@@ -882,6 +889,20 @@ async fn supervise(
                 },
             }
         };
+        if let Some(why) = stop_after {
+            let committed = outcome.is_ok();
+            if let Some(reply) = reply {
+                let _ = reply.send((outcome, inner.work.enter()));
+            }
+            if committed {
+                tracing::info!("{why}: handed over, exiting");
+                stop(&inner, Exit::HandedOver);
+            } else {
+                tracing::info!("{why}: draining and exiting");
+                stop(&inner, Exit::Terminated);
+            }
+            return;
+        }
         let committed = outcome.is_ok();
         if let Some(reply) = reply {
             let _ = reply.send((outcome, inner.work.enter()));
@@ -1079,10 +1100,14 @@ async fn handover(
     tokio::select! {
         sent = handoff::write_frame_parts(&mut chan, handoff::TAG_SNAPSHOT, frame.len(), frame.slices()) => {
             if let Err(e) = sent {
-                return Err(broken(child, pid, "while receiving the snapshot", e).await);
+                let why = broken(child, pid, "while receiving the snapshot", e).await;
+                return Err(rejected_or(&mut chan, pid, why).await);
             }
         }
-        status = child.wait() => return Err(exited(pid, status, "while receiving the snapshot")),
+        status = child.wait() => {
+            let why = exited(pid, status, "while receiving the snapshot");
+            return Err(rejected_or(&mut chan, pid, why).await);
+        }
         _ = tokio::time::sleep_until(deadline) => {
             return Err(format!("successor pid {pid} did not take the snapshot within the ready timeout"))
         }
@@ -1094,10 +1119,14 @@ async fn handover(
         tokio::select! {
             sent = handoff::send_connections(&mut chan, &parcels) => {
                 if let Err(e) = sent {
-                    return Err(broken(child, pid, "while receiving the connections", e).await);
+                    let why = broken(child, pid, "while receiving the connections", e).await;
+                    return Err(rejected_or(&mut chan, pid, why).await);
                 }
             }
-            status = child.wait() => return Err(exited(pid, status, "while receiving the connections")),
+            status = child.wait() => {
+                let why = exited(pid, status, "while receiving the connections");
+                return Err(rejected_or(&mut chan, pid, why).await);
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(format!("successor pid {pid} did not take the connections within the ready timeout"))
             }
@@ -1144,6 +1173,26 @@ async fn broken(child: &mut Child, pid: u32, when: &str, e: impl std::fmt::Displ
     match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
         Ok(status) => exited(pid, status, when),
         Err(_) => format!("handoff channel of pid {pid} broke {when}: {e}"),
+    }
+}
+
+/// A successor that refuses sends REJECT and exits, possibly while the old process is still
+/// writing: its reason, if it is on the channel, says more than the broken pipe or the exit.
+async fn rejected_or(chan: &mut UnixStream, pid: u32, otherwise: String) -> String {
+    let frame = tokio::time::timeout(
+        Duration::from_millis(100),
+        handoff::read_frame(chan, handoff::MAX_CONTROL),
+    )
+    .await;
+    match frame {
+        Ok(Ok(Frame {
+            tag: handoff::TAG_REJECT,
+            payload,
+        })) => format!(
+            "successor pid {pid} rejected the handover: {}",
+            String::from_utf8_lossy(&payload)
+        ),
+        _ => otherwise,
     }
 }
 
