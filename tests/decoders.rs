@@ -79,7 +79,10 @@ fn seeds() -> Vec<Vec<u8>> {
     // CONNECTIONS: last flag, count, then per connection its listener and unparsed bytes.
     let mut connections = vec![1u8];
     connections.extend_from_slice(&2u32.to_le_bytes());
-    for (key, prefix) in [("tcp:127.0.0.1:3000", &b"GET / HT"[..]), ("unix:/run/a.sock", b"")] {
+    for (key, prefix) in [
+        ("tcp:127.0.0.1:3000", &b"GET / HT"[..]),
+        ("unix:/run/a.sock", b""),
+    ] {
         connections.extend_from_slice(&(key.len() as u16).to_le_bytes());
         connections.extend_from_slice(key.as_bytes());
         connections.extend_from_slice(&(prefix.len() as u32).to_le_bytes());
@@ -242,4 +245,3 @@ fn write_fuzz_corpus() {
     // The snapshot also travels inside the channel: a SNAPSHOT frame alone.
     std::fs::write(root.join("channel/snapshot-frame"), frame(3, &seeds[0])).unwrap();
 }
-
