@@ -265,6 +265,66 @@ fn check_hello_header(head: &[u8; FRAME_HEADER]) -> Result<u64, String> {
     Ok(len)
 }
 
+/// Sends `bytes` with `fds` attached (SCM_RIGHTS) in one `sendmsg`: the fds ride on its first
+/// bytes. Returns how many bytes went; the caller writes the rest.
+fn send_with_fds(chan: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(fds)];
+    let cmsgs: &[_] = if fds.is_empty() { &[] } else { &cmsgs };
+    nix::sys::socket::sendmsg::<()>(
+        chan,
+        &[IoSlice::new(bytes)],
+        cmsgs,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// What one `recvmsg` brought.
+struct WithFds {
+    bytes: usize,
+    fds: Vec<OwnedFd>,
+    /// Some fds were not installed (MSG_CTRUNC: no room in our fd table). Those that were
+    /// cannot be listed (nix refuses a truncated buffer): the caller refuses the handover and
+    /// this process exits, which closes them.
+    truncated: bool,
+}
+
+/// Reads into `buf` and takes the fds that came with those bytes (close-on-exec).
+fn recv_with_fds(chan: RawFd, buf: &mut [u8]) -> io::Result<WithFds> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        chan,
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    if msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC) {
+        return Ok(WithFds {
+            bytes: msg.bytes,
+            fds: Vec::new(),
+            truncated: true,
+        });
+    }
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
+            for fd in received {
+                // SAFETY: the kernel just installed this fd in our table for us (SCM_RIGHTS);
+                // nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(WithFds {
+        bytes: msg.bytes,
+        fds,
+        truncated: false,
+    })
+}
+
 /// Parent side: sends HELLO with the listening sockets attached.
 pub(crate) fn send_hello(
     chan: &StdUnixStream,
@@ -284,28 +344,13 @@ pub(crate) fn send_hello(
         draining: draining.iter().copied().take(MAX_DRAINING).collect(),
     };
     let payload = encode_hello(&hello);
-    let head = header(TAG_HELLO, payload.len() as u64);
+    let mut frame = header(TAG_HELLO, payload.len() as u64).to_vec();
+    frame.extend_from_slice(&payload);
     let fds: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    let iov = [IoSlice::new(&head), IoSlice::new(&payload)];
-    let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-    let cmsgs: &[_] = if fds.is_empty() { &[] } else { &cmsgs };
-    let total = head.len() + payload.len();
-    let sent = nix::sys::socket::sendmsg::<()>(
-        chan.as_raw_fd(),
-        &iov,
-        cmsgs,
-        nix::sys::socket::MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| Error::io("sending HELLO", e.into()))?;
-    if sent != total {
-        // The socket buffer of a fresh socketpair holds far more than a HELLO; send the rest.
-        let mut rest = Vec::with_capacity(total - sent);
-        rest.extend_from_slice(&head);
-        rest.extend_from_slice(&payload);
-        io::Write::write_all(&mut &*chan, &rest[sent..])
-            .map_err(|e| Error::io("sending HELLO", e))?;
-    }
+    let sent =
+        send_with_fds(chan.as_raw_fd(), &frame, &fds).map_err(|e| Error::io("sending HELLO", e))?;
+    // The socket buffer of a fresh socketpair holds far more than a HELLO; send any rest.
+    io::Write::write_all(&mut &*chan, &frame[sent..]).map_err(|e| Error::io("sending HELLO", e))?;
     Ok(())
 }
 
@@ -314,34 +359,15 @@ pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> 
     chan.set_read_timeout(Some(HELLO_TIMEOUT))
         .map_err(|e| Error::io("handoff channel", e))?;
     let mut head = [0u8; FRAME_HEADER];
-    let mut fds = Vec::new();
-    let got = {
-        let mut iov = [IoSliceMut::new(&mut head)];
-        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-        let msg = nix::sys::socket::recvmsg::<()>(
-            chan.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-        )
+    let WithFds {
+        bytes: got,
+        fds,
+        truncated,
+    } = recv_with_fds(chan.as_raw_fd(), &mut head)
         .map_err(|e| Error::handoff(format!("no HELLO from the previous process: {e}")))?;
-        for cmsg in msg
-            .cmsgs()
-            .map_err(|e| Error::handoff(format!("bad control message: {e}")))?
-        {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
-                for fd in received {
-                    // SAFETY: the kernel just installed this fd in our table for us (SCM_RIGHTS);
-                    // nothing else owns it.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
-        if msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC) {
-            return Err(Error::handoff("HELLO's fds were truncated"));
-        }
-        msg.bytes
-    };
+    if truncated {
+        return Err(Error::handoff("HELLO's fds were truncated"));
+    }
     if got == 0 {
         return Err(Error::handoff(
             "the previous process closed the channel before HELLO",
@@ -449,16 +475,7 @@ pub(crate) async fn send_connections(chan: &mut UnixStream, parcels: &[Parcel]) 
         let fds: Vec<RawFd> = batch.iter().map(|p| p.fd).collect();
         let sent = chan
             .async_io(tokio::io::Interest::WRITABLE, || {
-                let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-                let cmsgs: &[_] = if fds.is_empty() { &[] } else { &cmsgs };
-                nix::sys::socket::sendmsg::<()>(
-                    raw,
-                    &[IoSlice::new(&frame)],
-                    cmsgs,
-                    nix::sys::socket::MsgFlags::empty(),
-                    None,
-                )
-                .map_err(io::Error::from)
+                send_with_fds(raw, &frame, &fds)
             })
             .await?;
         chan.write_all(&frame[sent..]).await?;
@@ -487,34 +504,13 @@ pub(crate) async fn recv_connections(
     use ConnectionsError::{Gone, Refused};
     let raw = chan.as_raw_fd();
     let mut head = [0u8; FRAME_HEADER];
-    let (got, fds, truncated) = chan
+    let WithFds {
+        bytes: got,
+        fds,
+        truncated,
+    } = chan
         .async_io(tokio::io::Interest::READABLE, || {
-            let mut iov = [IoSliceMut::new(&mut head)];
-            let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-            let msg = nix::sys::socket::recvmsg::<()>(
-                raw,
-                &mut iov,
-                Some(&mut space),
-                nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(io::Error::from)?;
-            if msg.flags.contains(nix::sys::socket::MsgFlags::MSG_CTRUNC) {
-                // Some fds were not installed (no room in our fd table). Those that were
-                // cannot be listed (nix refuses a truncated buffer); this process is about
-                // to refuse the handover and exit, which closes them.
-                return Ok((msg.bytes, Vec::new(), true));
-            }
-            let mut fds = Vec::new();
-            for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-                if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
-                    for fd in received {
-                        // SAFETY: the kernel just installed this fd in our table for us
-                        // (SCM_RIGHTS); nothing else owns it.
-                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                    }
-                }
-            }
-            Ok((msg.bytes, fds, false))
+            recv_with_fds(raw, &mut head)
         })
         .await
         .map_err(|e| Gone(format!("reading CONNECTIONS: {e}")))?;
