@@ -13,8 +13,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -23,7 +22,7 @@ pub(crate) struct Parcel {
     /// Borrowed: the parked task keeps the socket open until the verdict.
     pub(crate) fd: RawFd,
     /// The listener's identity (its local address), the same in both processes.
-    pub(crate) key: String,
+    pub(crate) key: Arc<str>,
     /// Read from the connection, not parsed yet: the successor reads these first.
     pub(crate) prefix: Vec<u8>,
 }
@@ -41,9 +40,6 @@ pub(crate) enum Verdict {
 
 /// The old process's side: connections parked during one handover.
 pub(crate) struct Outbox {
-    /// Set while a handover to a successor that takes connections is quiescing; cleared once
-    /// the parked connections are taken for sending.
-    open: AtomicBool,
     round: Mutex<Round>,
     /// The latest round and its verdict.
     verdict: watch::Sender<(u64, Verdict)>,
@@ -84,7 +80,6 @@ impl Ticket {
 impl Outbox {
     pub(crate) fn new() -> Self {
         Outbox {
-            open: AtomicBool::new(false),
             round: Mutex::new(Round {
                 id: 0,
                 accepting: false,
@@ -103,12 +98,12 @@ impl Outbox {
         round.sent = false;
         round.parcels.clear();
         self.verdict.send_replace((round.id, Verdict::Pending));
-        self.open.store(true, Ordering::Release);
     }
 
-    /// Whether connections should park (rather than close) in the current quiescence.
+    /// Whether connections should park (rather than close) in the current quiescence: a
+    /// round is open and its connections have not been taken for sending yet.
     pub(crate) fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
+        self.round.lock().unwrap().accepting
     }
 
     /// Parks a connection, if the round still takes them; the ticket tells what became of it.
@@ -130,7 +125,6 @@ impl Outbox {
         let mut round = self.round.lock().unwrap();
         round.accepting = false;
         round.sent = true;
-        self.open.store(false, Ordering::Release);
         std::mem::take(&mut round.parcels)
     }
 
@@ -145,7 +139,6 @@ impl Outbox {
     pub(crate) fn decide(&self, verdict: Verdict) {
         let mut round = self.round.lock().unwrap();
         round.accepting = false;
-        self.open.store(false, Ordering::Release);
         self.verdict.send_replace((round.id, verdict));
     }
 }

@@ -57,15 +57,6 @@ impl Tracker {
         }
     }
 
-    /// A connection parked for a successor: it counts until it is closed or served again.
-    pub(crate) fn park(&self) -> WorkGuard {
-        self.count.send_modify(|n| n.parked += 1);
-        WorkGuard {
-            count: self.count.clone(),
-            parked: true,
-        }
-    }
-
     /// Records a connection closed while busy at the drain timeout.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn cut_one(&self) {
@@ -134,6 +125,7 @@ pub struct WorkGuard {
     parked: bool,
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 impl WorkGuard {
     /// The same unit, now counted as a parked connection (one update, not two).
     pub(crate) fn into_parked(mut self) -> WorkGuard {

@@ -716,7 +716,7 @@ mod tests {
             .enumerate()
             .map(|(i, (ours, _))| Parcel {
                 fd: ours.as_raw_fd(),
-                key: format!("tcp:{i}"),
+                key: format!("tcp:{i}").into(),
                 prefix: prefix(i),
             })
             .collect();

@@ -282,16 +282,19 @@ impl Activity {
         }
     }
 
-    /// Between two requests: none in flight, every response byte handed to the kernel.
-    fn at_boundary(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-            && self.open_bodies.load(Ordering::Acquire) == 0
-            && !self.unflushed.load(Ordering::Acquire)
-    }
-
-    /// The response is out (nothing in flight, all flushed), whatever the request bodies.
-    fn response_done(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && !self.unflushed.load(Ordering::Acquire)
+    /// Where a parking connection stands. `None`: a response is still going out (in flight,
+    /// or not all flushed to the kernel). Then `Some(true)` if it is between two requests and
+    /// can move, `Some(false)` if the application left the last request body unfinished
+    /// (dropped, or still held): the rest of that body is on this connection, which therefore
+    /// ends here, as in a drain.
+    fn stop_point(&self) -> Option<bool> {
+        if self.in_flight.load(Ordering::Acquire) > 0 || self.unflushed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.open_bodies.load(Ordering::Acquire) == 0
+                && !self.unread_body.load(Ordering::Acquire),
+        )
     }
 
     /// Whether a read must wait: the connection is parking, no request is in flight and no
@@ -576,17 +579,17 @@ async fn park(
 ) -> Parked {
     let Some(ticket) = hot.outbox().park(Parcel {
         fd: *fd,
-        key: key.to_string(),
+        key: key.clone(),
         prefix,
     }) else {
         return Parked::Refused;
     };
     // Moved from the live count to the parked count in one step (and back, if kept): the
     // two are never both zero while the connection is open.
-    let parked = match guard.take() {
-        Some(live) => live.into_parked(),
-        None => hot.track_parked(),
-    };
+    let parked = guard
+        .take()
+        .expect("a connection being served holds its guard")
+        .into_parked();
     match ticket.verdict().await {
         Verdict::Moved => Parked::Moved,
         Verdict::Kept | Verdict::Pending => {
@@ -743,16 +746,8 @@ async fn connection<I, S>(
             activity.parking.store(true, Ordering::Release);
             let window = *deadline.insert(tokio::time::Instant::now() + drain);
             let stopped = loop {
-                if activity.at_boundary() {
-                    // Unless part of the last request's body is still unread: that one ends
-                    // here, drained by hyper.
-                    break !activity.unread_body.load(Ordering::Acquire);
-                }
-                if activity.response_done() {
-                    // The response is out but the application still holds its request body,
-                    // unfinished: the rest of it is on this connection, which therefore
-                    // cannot move. It ends here, as in a drain.
-                    break false;
+                if let Some(movable) = activity.stop_point() {
+                    break movable;
                 }
                 if *phase.borrow() != Phase::Quiesced {
                     break false;

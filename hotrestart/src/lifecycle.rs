@@ -681,12 +681,6 @@ impl Hot {
             .await
     }
 
-    /// Counts a connection parked for a successor (see [`Tracker::park`]).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn track_parked(&self) -> WorkGuard {
-        self.inner.work.park()
-    }
-
     /// Records a connection closed while still busy at the drain timeout.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn connection_cut(&self) {
@@ -1097,40 +1091,19 @@ async fn handover(
             return Err(broken(child, pid, "before the snapshot", e).await);
         }
     }
-    tokio::select! {
-        sent = handoff::write_frame_parts(&mut chan, handoff::TAG_SNAPSHOT, frame.len(), frame.slices()) => {
-            if let Err(e) = sent {
-                let why = broken(child, pid, "while receiving the snapshot", e).await;
-                return Err(rejected_or(&mut chan, pid, why).await);
-            }
-        }
-        status = child.wait() => {
-            let why = exited(pid, status, "while receiving the snapshot");
-            return Err(rejected_or(&mut chan, pid, why).await);
-        }
-        _ = tokio::time::sleep_until(deadline) => {
-            return Err(format!("successor pid {pid} did not take the snapshot within the ready timeout"))
-        }
-    }
+    deliver(&mut chan, child, pid, deadline, Delivery::Snapshot(&frame)).await?;
     let mut connections = 0;
     if hand_connections {
         let parcels = inner.outbox.take();
         connections = parcels.len();
-        tokio::select! {
-            sent = handoff::send_connections(&mut chan, &parcels) => {
-                if let Err(e) = sent {
-                    let why = broken(child, pid, "while receiving the connections", e).await;
-                    return Err(rejected_or(&mut chan, pid, why).await);
-                }
-            }
-            status = child.wait() => {
-                let why = exited(pid, status, "while receiving the connections");
-                return Err(rejected_or(&mut chan, pid, why).await);
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(format!("successor pid {pid} did not take the connections within the ready timeout"))
-            }
-        }
+        deliver(
+            &mut chan,
+            child,
+            pid,
+            deadline,
+            Delivery::Connections(&parcels),
+        )
+        .await?;
     }
     expect(
         &mut chan,
@@ -1174,6 +1147,47 @@ async fn broken(child: &mut Child, pid: u32, when: &str, e: impl std::fmt::Displ
         Ok(status) => exited(pid, status, when),
         Err(_) => format!("handoff channel of pid {pid} broke {when}: {e}"),
     }
+}
+
+/// What the old process streams to the successor after quiescing.
+enum Delivery<'a> {
+    Snapshot(&'a snapshot::Snapshot<'a>),
+    Connections(&'a [crate::conns::Parcel]),
+}
+
+/// Sends `what`, watching the successor's exit and the deadline; a failure is explained by the
+/// successor's REJECT if it sent one.
+async fn deliver(
+    chan: &mut UnixStream,
+    child: &mut Child,
+    pid: u32,
+    deadline: tokio::time::Instant,
+    what: Delivery<'_>,
+) -> Result<(), String> {
+    let (noun, when) = match what {
+        Delivery::Snapshot(_) => ("the snapshot", "while receiving the snapshot"),
+        Delivery::Connections(_) => ("the connections", "while receiving the connections"),
+    };
+    let sending = async {
+        match what {
+            Delivery::Snapshot(frame) => {
+                handoff::write_frame_parts(chan, handoff::TAG_SNAPSHOT, frame.len(), frame.slices())
+                    .await
+            }
+            Delivery::Connections(parcels) => handoff::send_connections(chan, parcels).await,
+        }
+    };
+    let why = tokio::select! {
+        sent = sending => match sent {
+            Ok(()) => return Ok(()),
+            Err(e) => broken(child, pid, when, e).await,
+        },
+        status = child.wait() => exited(pid, status, when),
+        _ = tokio::time::sleep_until(deadline) => {
+            return Err(format!("successor pid {pid} did not take {noun} within the ready timeout"))
+        }
+    };
+    Err(rejected_or(chan, pid, why).await)
 }
 
 /// A successor that refuses sends REJECT and exits, possibly while the old process is still
