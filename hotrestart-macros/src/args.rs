@@ -52,24 +52,38 @@ fn value<'a>(meta: &'a Meta, example: &str, errors: &mut Errors) -> Option<&'a E
     }
 }
 
+/// The literal of `key = <literal>` that `pick` accepts, or an error saying the key `takes`
+/// something else.
+fn lit_value<'a, T>(
+    meta: &'a Meta,
+    example: &str,
+    errors: &mut Errors,
+    takes: &str,
+    pick: fn(&'a Lit) -> Option<&'a T>,
+) -> Option<&'a T> {
+    let expr = value(meta, example, errors)?;
+    if let Expr::Lit(ExprLit { lit, .. }) = expr {
+        if let Some(found) = pick(lit) {
+            return Some(found);
+        }
+    }
+    errors.spanned(
+        expr,
+        format_args!("`{}` takes {takes}: write `{example}`", key(meta)),
+    );
+    None
+}
+
 /// The string of `key = "..."`.
 pub(crate) fn str_value<'a>(
     meta: &'a Meta,
     example: &str,
     errors: &mut Errors,
 ) -> Option<&'a LitStr> {
-    match value(meta, example, errors)? {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(lit), ..
-        }) => Some(lit),
-        other => {
-            errors.spanned(
-                other,
-                format_args!("`{}` takes a string: write `{example}`", key(meta)),
-            );
-            None
-        }
-    }
+    lit_value(meta, example, errors, "a string", |lit| match lit {
+        Lit::Str(s) => Some(s),
+        _ => None,
+    })
 }
 
 /// The integer of `key = 4`.
@@ -78,18 +92,10 @@ pub(crate) fn int_value<'a>(
     example: &str,
     errors: &mut Errors,
 ) -> Option<&'a LitInt> {
-    match value(meta, example, errors)? {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(lit), ..
-        }) => Some(lit),
-        other => {
-            errors.spanned(
-                other,
-                format_args!("`{}` takes a whole number: write `{example}`", key(meta)),
-            );
-            None
-        }
-    }
+    lit_value(meta, example, errors, "a whole number", |lit| match lit {
+        Lit::Int(n) => Some(n),
+        _ => None,
+    })
 }
 
 /// The boolean of `key = false`.
@@ -98,19 +104,16 @@ pub(crate) fn bool_value<'a>(
     example: &str,
     errors: &mut Errors,
 ) -> Option<&'a LitBool> {
-    match value(meta, example, errors)? {
-        Expr::Lit(ExprLit {
-            lit: Lit::Bool(lit),
-            ..
-        }) => Some(lit),
-        other => {
-            errors.spanned(
-                other,
-                format_args!("`{}` takes `true` or `false`: write `{example}`", key(meta)),
-            );
-            None
-        }
-    }
+    lit_value(
+        meta,
+        example,
+        errors,
+        "`true` or `false`",
+        |lit| match lit {
+            Lit::Bool(b) => Some(b),
+            _ => None,
+        },
+    )
 }
 
 /// The path of `crate = "my_hotrestart"`, spanned on the string so errors land on it.
