@@ -5,25 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
+use common::keepalive::{read_reply, Reply};
 use common::*;
 
 /// A persistent HTTP/1.1 client connection, over TCP or a Unix socket.
 struct Client<S: Read + Write = TcpStream> {
     reader: BufReader<S>,
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    pid: u32,
-    close: bool,
-    body: String,
 }
 
 impl Client<UnixStream> {
@@ -67,81 +60,7 @@ impl<S: Read + Write> Client<S> {
     }
 
     fn read_reply(&mut self) -> Result<Reply, String> {
-        let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("the connection was closed".into());
-        }
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or(format!("bad status line {line:?}"))?;
-        let (mut length, mut pid, mut close, mut chunked) = (0usize, 0u32, false, false);
-        loop {
-            line.clear();
-            if self
-                .reader
-                .read_line(&mut line)
-                .map_err(|e| format!("read: {e}"))?
-                == 0
-            {
-                return Err("EOF in the headers".into());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let (k, v) = header.split_once(':').ok_or("bad header")?;
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.parse().map_err(|_| "bad content-length")?;
-            } else if k.eq_ignore_ascii_case("x-pid") {
-                pid = v.parse().map_err(|_| "bad x-pid")?;
-            } else if k.eq_ignore_ascii_case("connection") {
-                close = v.eq_ignore_ascii_case("close");
-            } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = v.eq_ignore_ascii_case("chunked");
-            }
-        }
-        if chunked {
-            let mut body = Vec::new();
-            loop {
-                line.clear();
-                self.reader
-                    .read_line(&mut line)
-                    .map_err(|e| format!("read chunk size: {e}"))?;
-                let size = usize::from_str_radix(line.trim_end(), 16)
-                    .map_err(|_| format!("bad chunk size {line:?}"))?;
-                let mut chunk = vec![0; size + 2];
-                self.reader
-                    .read_exact(&mut chunk)
-                    .map_err(|e| format!("read chunk: {e}"))?;
-                if size == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..size]);
-            }
-            return Ok(Reply {
-                status,
-                pid,
-                close,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
-        let mut body = vec![0; length];
-        self.reader
-            .read_exact(&mut body)
-            .map_err(|e| format!("read body: {e}"))?;
-        Ok(Reply {
-            status,
-            pid,
-            close,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        read_reply(&mut self.reader)
     }
 }
 

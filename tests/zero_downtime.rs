@@ -5,14 +5,16 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::keepalive::KeepAliveLoad;
+use common::keepalive::{KeepAliveLoad, Report};
 use common::*;
 
-#[test]
-fn keep_alive_clients_keep_their_connections_across_restarts() {
-    let svc = Service::start(&[]);
-    let connections = 8;
-    let load = KeepAliveLoad::start(svc.addr(), connections);
+const CONNECTIONS: usize = 8;
+
+/// 8 keep-alive clients hitting the counter through 5 hot restarts: no failure, and the
+/// counter conserved. Returns what the clients saw.
+fn keep_alive_clients(env: &[(&str, &str)]) -> Report {
+    let svc = Service::start(env);
+    let load = KeepAliveLoad::start(svc.addr(), CONNECTIONS);
     thread::sleep(Duration::from_millis(200));
     for _ in 0..5 {
         svc.hot_restart();
@@ -25,51 +27,40 @@ fn keep_alive_clients_keep_their_connections_across_restarts() {
         report.failures.len(),
         &report.failures[..report.failures.len().min(10)]
     );
+    assert_eq!(
+        svc.count(),
+        report.acked,
+        "counter conserved: every acknowledged hit once"
+    );
+    report
+}
+
+#[test]
+fn keep_alive_clients_keep_their_connections_across_restarts() {
+    let report = keep_alive_clients(&[]);
+    let connections = CONNECTIONS as u64;
     assert_eq!(report.reconnects, 0, "no client was asked to reconnect");
     assert_eq!(
-        report.connects, connections as u64,
+        report.connects, connections,
         "each client used the one connection it opened"
     );
     // Each connection outlived the 5 old processes, so each moved; a client that sent nothing
     // during one generation's short life skips a pid, so this is not exactly 5 per connection
     // (the idle test in tests/connections.rs checks each move).
     assert!(
-        report.moves >= connections as u64 && report.moves <= 5 * connections as u64,
+        report.moves >= connections && report.moves <= 5 * connections,
         "every connection moved to a successor: {report:?}"
-    );
-    assert_eq!(
-        svc.count(),
-        report.acked,
-        "counter conserved: every acknowledged hit once"
     );
 }
 
 #[test]
 fn with_hand_over_off_keep_alive_clients_are_asked_to_reconnect_without_error() {
-    let svc = Service::start(&[("HOTRESTART_HAND_OVER_CONNECTIONS", "0")]);
-    let load = KeepAliveLoad::start(svc.addr(), 8);
-    thread::sleep(Duration::from_millis(200));
-    for _ in 0..5 {
-        svc.hot_restart();
-        thread::sleep(Duration::from_millis(100));
-    }
-    let report = load.finish();
-    assert!(
-        report.failures.is_empty(),
-        "{} failures: {:?}",
-        report.failures.len(),
-        &report.failures[..report.failures.len().min(10)]
-    );
+    let report = keep_alive_clients(&[("HOTRESTART_HAND_OVER_CONNECTIONS", "0")]);
     assert!(
         report.reconnects > 0,
         "the old processes asked their clients to reconnect"
     );
     assert_eq!(report.moves, 0, "no connection moved");
-    assert_eq!(
-        svc.count(),
-        report.acked,
-        "counter conserved: every acknowledged hit once"
-    );
 }
 
 #[test]

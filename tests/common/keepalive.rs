@@ -3,7 +3,7 @@
 //! under a request is a failure. It also counts connects, and how often a connection's
 //! responses switched to another `x-pid` (a connection handed to a successor).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,26 +34,33 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-/// One response on a persistent connection: (status, wants close, x-pid).
-fn exchange(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool, u32), String> {
-    reader
-        .get_mut()
-        .write_all(b"POST /hit HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
+/// One HTTP/1.1 response read from a persistent connection.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// `x-pid`: the process that answered.
+    pub pid: u32,
+    /// The server said `connection: close`.
+    pub close: bool,
+    pub body: String,
+}
+
+/// Reads one response (`content-length` or chunked body). EOF before the status line is
+/// "the connection was closed".
+pub fn read_reply<R: BufRead>(reader: &mut R) -> Result<Reply, String> {
     let mut line = String::new();
-    if reader
+    let n = reader
         .read_line(&mut line)
-        .map_err(|e| format!("read: {e}"))?
-        == 0
-    {
-        return Err("EOF before the response".into());
+        .map_err(|e| format!("read: {e}"))?;
+    if n == 0 {
+        return Err("the connection was closed".into());
     }
     let status = line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or(format!("bad status line {line:?}"))?;
-    let (mut length, mut close, mut pid) = (0usize, false, 0);
+    let (mut length, mut pid, mut close, mut chunked) = (0usize, 0u32, false, false);
     loop {
         line.clear();
         if reader
@@ -67,22 +74,62 @@ fn exchange(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool, u32), Strin
         if header.is_empty() {
             break;
         }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().map_err(|_| "bad content-length")?;
-            } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
-            {
-                close = true;
-            } else if k.eq_ignore_ascii_case("x-pid") {
-                pid = v.trim().parse().map_err(|_| "bad x-pid")?;
-            }
+        let (k, v) = header.split_once(':').ok_or("bad header")?;
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            length = v.parse().map_err(|_| "bad content-length")?;
+        } else if k.eq_ignore_ascii_case("x-pid") {
+            pid = v.parse().map_err(|_| "bad x-pid")?;
+        } else if k.eq_ignore_ascii_case("connection") {
+            close = v.eq_ignore_ascii_case("close");
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = v.eq_ignore_ascii_case("chunked");
         }
+    }
+    if chunked {
+        let mut body = Vec::new();
+        loop {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("read chunk size: {e}"))?;
+            let size = usize::from_str_radix(line.trim_end(), 16)
+                .map_err(|_| format!("bad chunk size {line:?}"))?;
+            let mut chunk = vec![0; size + 2];
+            reader
+                .read_exact(&mut chunk)
+                .map_err(|e| format!("read chunk: {e}"))?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+        return Ok(Reply {
+            status,
+            pid,
+            close,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
     }
     let mut body = vec![0; length];
     reader
         .read_exact(&mut body)
         .map_err(|e| format!("read body: {e}"))?;
-    Ok((status, close, pid))
+    Ok(Reply {
+        status,
+        pid,
+        close,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// One `POST /hit` on a persistent connection.
+fn exchange(reader: &mut BufReader<TcpStream>) -> Result<Reply, String> {
+    reader
+        .get_mut()
+        .write_all(b"POST /hit HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    read_reply(reader)
 }
 
 fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> {
@@ -135,7 +182,12 @@ impl KeepAliveLoad {
                             },
                         };
                         match exchange(reader) {
-                            Ok((200, close, pid)) => {
+                            Ok(Reply {
+                                status: 200,
+                                close,
+                                pid,
+                                ..
+                            }) => {
                                 acked.fetch_add(1, Ordering::SeqCst);
                                 if last_pid != 0 && pid != last_pid {
                                     moves.fetch_add(1, Ordering::SeqCst);
@@ -146,7 +198,7 @@ impl KeepAliveLoad {
                                     reconnects.fetch_add(1, Ordering::SeqCst);
                                 }
                             }
-                            Ok((status, _, _)) => {
+                            Ok(Reply { status, .. }) => {
                                 failures.lock().unwrap().push(format!("status {status}"));
                                 conn = None;
                             }
