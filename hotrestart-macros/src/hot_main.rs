@@ -17,6 +17,7 @@ const CONTROL_SOCKET: &str = "control_socket";
 const FLAVOR: &str = "flavor";
 const WORKER_THREADS: &str = "worker_threads";
 const HAND_OVER_CONNECTIONS: &str = "hand_over_connections";
+const SUPERVISOR: &str = "supervisor";
 
 const CURRENT_THREAD: &str = "current_thread";
 const MULTI_THREAD: &str = "multi_thread";
@@ -30,6 +31,7 @@ const KEYS: &[(&str, &str)] = &[
     (FLAVOR, "flavor = \"multi_thread\""),
     (WORKER_THREADS, "worker_threads = 4"),
     (HAND_OVER_CONNECTIONS, "hand_over_connections = false"),
+    (SUPERVISOR, "supervisor = true"),
     (args::CRATE, "crate = \"hotrestart\""),
 ];
 
@@ -73,6 +75,7 @@ struct Config {
     flavor: Option<(Flavor, LitStr)>,
     worker_threads: Option<(usize, LitInt)>,
     hand_over_connections: Option<syn::LitBool>,
+    supervisor: Option<syn::LitBool>,
     krate: Option<TokenStream>,
 }
 
@@ -115,6 +118,7 @@ fn parse_config(args: TokenStream, errors: &mut Errors) -> Config {
             HAND_OVER_CONNECTIONS => {
                 config.hand_over_connections = args::bool_value(&meta, example, errors).cloned()
             }
+            SUPERVISOR => config.supervisor = args::bool_value(&meta, example, errors).cloned(),
             _ => config.krate = args::crate_path(&meta, errors),
         }
     }
@@ -407,6 +411,9 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
     }
     if let Some(on) = &config.hand_over_connections {
         options.extend(quote!(.hand_over_connections(#on)));
+    }
+    if let Some(on) = &config.supervisor {
+        options.extend(quote!(.supervisor(#on)));
     }
 
     // The user's function, as written, becomes a local `async fn`: its declared return type

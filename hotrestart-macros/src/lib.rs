@@ -45,6 +45,9 @@ use proc_macro::TokenStream;
 /// | `state_file = "app.state"` | none | where `#[persist]` state is written on a graceful exit and read at a cold start |
 /// | `flavor = "multi_thread"` | `"multi_thread"` | the tokio runtime: `"multi_thread"` or `"current_thread"` |
 /// | `worker_threads = 4` | one per core | worker threads of the multi-thread runtime |
+/// | `control_socket = "/run/app/control.sock"` | none | a control socket for `hotrestart-ctl` |
+/// | `hand_over_connections = false` | `true` | hand idle HTTP/1.1 connections to the successor |
+/// | `supervisor = true` | by environment | keep a main process whose pid never changes across restarts: on as PID 1, under an init or systemd, and in a terminal; off elsewhere (`HOTRESTART_SUPERVISOR=1\|0\|auto` overrides) |
 /// | `crate = "hotrestart"` | `"hotrestart"` | the path to the `hotrestart` crate, when it is renamed |
 ///
 /// Durations are a whole number and a unit, `ms`, `s`, `m` or `h`, checked at compile time.

@@ -61,6 +61,7 @@ mod notify;
 mod options;
 mod snapshot;
 mod state_file;
+mod supervisor;
 mod sys;
 
 #[doc(hidden)]

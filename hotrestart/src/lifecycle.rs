@@ -131,7 +131,7 @@ pub(crate) struct Adopted {
     notes: Vec<String>,
     /// Older generations that were still alive when this one was started.
     ancestors: Vec<u32>,
-    notify_socket: Option<OsString>,
+    notifier: Notifier,
     operator_env: Vec<(OsString, OsString)>,
     exe: PathBuf,
     args: Vec<OsString>,
@@ -151,11 +151,17 @@ impl Adopted {
             error: None,
             notes: Vec::new(),
             ancestors: Vec::new(),
-            notify_socket: std::env::var_os(sys::ENV_NOTIFY_SOCKET),
+            notifier: Notifier::new(std::env::var_os(sys::ENV_NOTIFY_SOCKET)),
             operator_env: Vec::new(),
             exe,
             args,
         };
+        if let Ok(fd) = std::env::var(sys::ENV_SUPERVISOR_FD) {
+            match adopt_supervisor(&fd) {
+                Ok(notifier) => adopted.notifier = notifier,
+                Err(e) => adopted.error = Some(e),
+            }
+        }
         match std::env::var(sys::ENV_HANDOFF_FD) {
             Ok(fd) => {
                 match adopt_handoff(&fd) {
@@ -200,22 +206,46 @@ impl Adopted {
     }
 }
 
+/// The supervisor's socketpair end (`HOTRESTART_SUPERVISOR_FD`): checked, then notifications
+/// go there instead of `NOTIFY_SOCKET`.
+fn adopt_supervisor(text: &str) -> Result<Notifier> {
+    let fd = inherited_fd(sys::ENV_SUPERVISOR_FD, text)?;
+    let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&fd))
+        .map_err(|reason| Error::Environment { reason })?;
+    if kind.domain != libc::AF_UNIX || kind.ty != libc::SOCK_DGRAM {
+        return Err(Error::Environment {
+            reason: format!(
+                "{}: fd {text} is a {}, expected a Unix datagram socket",
+                sys::ENV_SUPERVISOR_FD,
+                kind.describe()
+            ),
+        });
+    }
+    Notifier::supervisor(fd).map_err(|e| Error::io("supervisor socket", e))
+}
+
+/// An fd named by an internal variable: a number, at least 3, open; made close-on-exec.
+fn inherited_fd(var: &str, text: &str) -> Result<OwnedFd> {
+    let fd: i32 = text.trim().parse().map_err(|_| Error::Environment {
+        reason: format!("{var}={text:?} is not an fd number"),
+    })?;
+    if fd < 3 || !sys::fd_is_open(fd) {
+        return Err(Error::Environment {
+            reason: format!("{var}={fd} is not an open fd"),
+        });
+    }
+    sys::set_cloexec(fd, true).map_err(|e| Error::io(var.to_owned(), e))?;
+    // SAFETY: the fd is open (checked above) and was handed to this process, by its
+    // predecessor or its supervisor, for exactly this purpose; nothing else refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// What HELLO brings: generation, channel, named sockets, older generations still draining.
 type Handoff = (u64, StdUnixStream, Vec<(String, OwnedFd)>, Vec<u32>);
 
 fn adopt_handoff(text: &str) -> Result<Handoff> {
-    let fd: i32 = text.trim().parse().map_err(|_| Error::Environment {
-        reason: format!("{}={text:?} is not an fd number", sys::ENV_HANDOFF_FD),
-    })?;
-    if fd < 3 || !sys::fd_is_open(fd) {
-        return Err(Error::Environment {
-            reason: format!("{}={fd} is not an open fd", sys::ENV_HANDOFF_FD),
-        });
-    }
-    sys::set_cloexec(fd, true).map_err(|e| Error::io("handoff channel", e))?;
-    // SAFETY: the fd is open (checked above) and was handed to this process by its predecessor
-    // for exactly this purpose; nothing else in the process refers to it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let owned = inherited_fd(sys::ENV_HANDOFF_FD, text)?;
+    let fd = owned.as_raw_fd();
     let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&owned))
         .map_err(|reason| Error::Environment { reason })?;
     if kind.domain != libc::AF_UNIX || kind.ty != libc::SOCK_STREAM {
@@ -242,7 +272,7 @@ impl Hot {
             exe: adopted.exe,
             args: adopted.args,
             operator_env: adopted.operator_env,
-            notifier: Notifier::new(adopted.notify_socket),
+            notifier: adopted.notifier,
             listeners: Mutex::new(Listeners::inherit(adopted.listeners)),
             adopt_error: Mutex::new(adopted.error),
             notes: Mutex::new(adopted.notes),
@@ -357,6 +387,7 @@ impl Hot {
             None => {
                 self.cold_restore(&mut state);
                 self.close_unclaimed();
+                self.inner.notifier.ready();
             }
         }
         let state = Arc::new(state);
@@ -364,7 +395,6 @@ impl Hot {
         let any: Arc<dyn Any + Send + Sync> = state.clone();
         let _ = self.inner.ready.set(ReadyState { save, any });
         self.inner.ready_tx.send_replace(true);
-        self.inner.notifier.ready();
         self.write_pid_file();
         if let Some(control) = control {
             tokio::spawn(crate::control::serve(self.clone(), control));
@@ -480,6 +510,9 @@ impl Hot {
             self.cold_restore(state);
         }
         self.close_unclaimed();
+        // Announced before READY reaches the previous process, which may exit right after:
+        // whoever follows the service (the supervisor, systemd) learns of this process first.
+        self.inner.notifier.ready();
         if let Err(e) = handoff::write_frame(&mut chan, handoff::TAG_READY, &[]).await {
             tracing::warn!("could not report READY to the previous process ({e}); serving anyway");
         }
@@ -557,13 +590,14 @@ impl Hot {
     pub(crate) fn status_line(&self) -> String {
         let history = self.inner.history.lock().unwrap().clone();
         format!(
-            "generation={} pid={} uptime_s={:.1} phase={:?} restarts_attempted={} history={:?}\n",
+            "generation={} pid={} uptime_s={:.1} phase={:?} restarts_attempted={} history={:?} main_pid={}\n",
             self.inner.generation,
             std::process::id(),
             self.inner.started.elapsed().as_secs_f64(),
             *self.inner.phase.borrow(),
             history.len(),
-            history
+            history,
+            self.inner.notifier.main_pid()
         )
     }
 
@@ -815,10 +849,23 @@ async fn supervise(
     mut calls: mpsc::Receiver<RestartReply>,
 ) {
     let mut ready = inner.ready_tx.subscribe();
-    tokio::select! {
-        _ = ready.wait_for(|r| *r) => {}
-        _ = signals.term.recv() => stop_before_ready("SIGTERM"),
-        _ = signals.int.recv() => stop_before_ready("SIGINT"),
+    let early_stop = tokio::select! {
+        _ = ready.wait_for(|r| *r) => None,
+        _ = signals.term.recv() => Some("SIGTERM"),
+        _ = signals.int.recv() => Some("SIGINT"),
+    };
+    if let Some(why) = early_stop {
+        if inner.predecessor.lock().unwrap().is_some() || inner.generation == 0 {
+            stop_before_ready(why);
+        }
+        // A successor taking over holds state that exists nowhere else once its predecessor
+        // has let go: it finishes the take-over (or fails it, and exits), then stops as asked,
+        // saving that state.
+        tracing::info!("{why} while taking over: stopping once ready");
+        let _ = ready.wait_for(|r| *r).await;
+        tracing::info!("{why}: draining and exiting");
+        stop(&inner, Exit::Terminated);
+        return;
     }
     loop {
         let reply = match next_trigger(&mut signals, &mut calls).await {
@@ -952,7 +999,19 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
             inner.outbox.decide(Verdict::Moved);
             let pid = successor.as_ref().map_or(0, |s: &Successor| s.pid);
             if let Some(mut s) = successor {
-                s.child = None; // disarm: it lives on as the serving process
+                // Disarmed: it lives on as the serving process. This process is its parent
+                // until it exits, so a supervisor cannot reap it meanwhile: it is told.
+                if let Some(mut child) = s.child.take() {
+                    if inner.notifier.supervised() {
+                        let notifier = inner.notifier.clone();
+                        tokio::spawn(async move {
+                            use std::os::unix::process::ExitStatusExt;
+                            if let Ok(status) = child.wait().await {
+                                notifier.successor_exited(pid, status.into_raw());
+                            }
+                        });
+                    }
+                }
             }
             let restarted = Restarted {
                 old_pid: std::process::id(),
@@ -988,6 +1047,10 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 .lock()
                 .unwrap()
                 .push(format!("rolled back: {reason}"));
+            // Announced before the successor is killed: it may have announced itself already,
+            // and whoever follows the service must learn that this process serves again
+            // before it can see the successor gone.
+            inner.notifier.ready();
             if let Some(mut s) = successor {
                 if let Some(mut child) = s.child.take() {
                     let _ = child.start_kill();
@@ -995,7 +1058,6 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
                 }
             }
             inner.phase.send_replace(Phase::Serving);
-            inner.notifier.ready();
             tracing::warn!(
                 "restart rolled back: {reason}; pid {} keeps serving",
                 std::process::id()
@@ -1126,10 +1188,18 @@ fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Res
         .envs(inner.operator_env.iter().map(|(k, v)| (k, v)))
         .envs(inner.notifier.socket().map(|s| (sys::ENV_NOTIFY_SOCKET, s)))
         .kill_on_drop(false);
+    let supervisor = inner.notifier.supervisor_fd();
+    if let Some(fd) = supervisor {
+        cmd.env(sys::ENV_SUPERVISOR_FD, fd.to_string());
+    }
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
-    // async-signal-safe; it lets exactly the successor's end of the socketpair cross exec.
+    // async-signal-safe; it lets exactly the successor's end of the socketpair (and the
+    // supervisor's socket, under one) cross exec.
     unsafe {
-        cmd.pre_exec(move || sys::set_cloexec(fd, false));
+        cmd.pre_exec(move || {
+            sys::set_cloexec(fd, false)?;
+            supervisor.map_or(Ok(()), |s| sys::set_cloexec(s, false))
+        });
     }
     cmd.spawn()
 }
@@ -1246,6 +1316,7 @@ pub struct MainOptions {
     options: Options,
     current_thread: bool,
     worker_threads: Option<usize>,
+    supervisor: Option<bool>,
 }
 
 impl MainOptions {
@@ -1276,6 +1347,12 @@ impl MainOptions {
         self.options.hand_over_connections = on;
         self
     }
+    /// `#[hot_main(supervisor = ...)]`: a main process that stays across restarts; the
+    /// default decides by where the process runs (`HOTRESTART_SUPERVISOR` wins over both).
+    pub fn supervisor(mut self, on: bool) -> Self {
+        self.supervisor = Some(on);
+        self
+    }
     pub fn current_thread(mut self) -> Self {
         self.current_thread = true;
         self
@@ -1294,6 +1371,11 @@ where
     F: FnOnce(Hot) -> Fut,
     Fut: Future,
 {
+    // Before the runtime exists, and before anything of the user's runs: the first process
+    // may become the supervisor, which stays while generations come and go beneath it.
+    if crate::supervisor::wanted(main.supervisor) {
+        std::process::exit(crate::supervisor::run());
+    }
     // Before the runtime exists: the process has one thread, so changing the environment is sound.
     let adopted = Adopted::from_env();
     let mut options = main.options;

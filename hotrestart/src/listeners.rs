@@ -38,18 +38,42 @@ impl Listeners {
         self.inherited.drain(..).map(|(name, _fd)| name).collect()
     }
 
-    fn take_inherited(&mut self, name: &str) -> Result<Option<OwnedFd>> {
+    /// The inherited socket for the listener `name`: the one of that name; else one that
+    /// nobody named (systemfd and `systemd-socket-activate` without `--fdname` pass no name, a
+    /// socket unit without `FileDescriptorName=` passes its own unit name) whose local address
+    /// is the one asked for; else the first unnamed one of the same kind.
+    fn take_inherited(&mut self, name: &str, want: Want<'_>) -> Result<Option<OwnedFd>> {
         if self.active.iter().any(|(n, _)| n == name) {
             return Err(listener_error(
                 name,
                 "is already in use in this process (each name is claimed once)",
             ));
         }
-        Ok(self
-            .inherited
+        if let Some(i) = self.inherited.iter().position(|(n, _)| n == name) {
+            return Ok(Some(self.inherited.remove(i).1));
+        }
+        let unnamed = |n: &str| n.is_empty() || n == UNNAMED || n.ends_with(".socket");
+        let candidates: Vec<usize> = (0..self.inherited.len())
+            .filter(|&i| unnamed(&self.inherited[i].0) && want.same_kind(&self.inherited[i].1))
+            .collect();
+        let (rule, pick) = match candidates
             .iter()
-            .position(|(n, _)| n == name)
-            .map(|i| self.inherited.remove(i).1))
+            .find(|&&i| want.same_address(&self.inherited[i].1))
+        {
+            Some(&i) => ("its local address is the one asked for", i),
+            None => match candidates.first() {
+                Some(&i) => ("the first unnamed socket of its kind", i),
+                None => return Ok(None),
+            },
+        };
+        let (was, fd) = self.inherited.remove(pick);
+        tracing::info!(
+            listener = name,
+            inherited_name = was,
+            fd = fd.as_raw_fd(),
+            "adopted an inherited socket nobody named: {rule}"
+        );
+        Ok(Some(fd))
     }
 
     fn activate(&mut self, name: &str, fd: &impl AsFd) -> Result<()> {
@@ -66,7 +90,8 @@ impl Listeners {
         name: &str,
         addr: impl ToSocketAddrs,
     ) -> Result<tokio::net::TcpListener> {
-        let std = match self.take_inherited(name)? {
+        let addrs = resolve_all(name, addr)?;
+        let std = match self.take_inherited(name, Want::Tcp(&addrs))? {
             Some(fd) => {
                 check(name, &fd, "a TCP listening socket", |k| {
                     (k.domain == libc::AF_INET || k.domain == libc::AF_INET6)
@@ -75,7 +100,7 @@ impl Listeners {
                 })?;
                 std::net::TcpListener::from(fd)
             }
-            None => bind_tcp(name, addr)?,
+            None => bind_tcp(name, addrs[0])?,
         };
         std.set_nonblocking(true)
             .map_err(|e| Error::io(format!("listener `{name}`"), e))?;
@@ -85,7 +110,7 @@ impl Listeners {
     }
 
     pub(crate) fn unix(&mut self, name: &str, path: &Path) -> Result<tokio::net::UnixListener> {
-        let std = match self.take_inherited(name)? {
+        let std = match self.take_inherited(name, Want::Unix(path))? {
             Some(fd) => {
                 check(name, &fd, "a Unix stream listening socket", |k| {
                     k.domain == libc::AF_UNIX && k.ty == libc::SOCK_STREAM && k.listening
@@ -111,7 +136,8 @@ impl Listeners {
         name: &str,
         addr: impl ToSocketAddrs,
     ) -> Result<tokio::net::UdpSocket> {
-        let std = match self.take_inherited(name)? {
+        let addrs = resolve_all(name, addr)?;
+        let std = match self.take_inherited(name, Want::Udp(&addrs))? {
             Some(fd) => {
                 check(name, &fd, "a UDP socket", |k| {
                     (k.domain == libc::AF_INET || k.domain == libc::AF_INET6)
@@ -120,7 +146,7 @@ impl Listeners {
                 std::net::UdpSocket::from(fd)
             }
             None => {
-                let addr = resolve(name, addr)?;
+                let addr = addrs[0];
                 std::net::UdpSocket::bind(addr)
                     .map_err(|e| listener_error(name, format!("cannot bind {addr}: {e}")))?
             }
@@ -155,15 +181,59 @@ fn check(name: &str, fd: &OwnedFd, want: &str, ok: impl Fn(&SocketKind) -> bool)
     Ok(())
 }
 
-fn resolve(name: &str, addr: impl ToSocketAddrs) -> Result<SocketAddr> {
-    addr.to_socket_addrs()
+/// Every address `addr` resolves to; at least one.
+fn resolve_all(name: &str, addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
         .map_err(|e| listener_error(name, format!("cannot resolve the address: {e}")))?
-        .next()
-        .ok_or_else(|| listener_error(name, "the address resolved to nothing"))
+        .collect();
+    if addrs.is_empty() {
+        return Err(listener_error(name, "the address resolved to nothing"));
+    }
+    Ok(addrs)
 }
 
-fn bind_tcp(name: &str, addr: impl ToSocketAddrs) -> Result<std::net::TcpListener> {
-    let addr = resolve(name, addr)?;
+/// The name socket activation gives a socket nobody named (`LISTEN_FDNAMES` empty or absent).
+const UNNAMED: &str = "unknown";
+
+/// What a listener asks for, to match an unnamed inherited socket.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    Tcp(&'a [SocketAddr]),
+    Udp(&'a [SocketAddr]),
+    Unix(&'a Path),
+}
+
+impl Want<'_> {
+    fn same_kind(&self, fd: &OwnedFd) -> bool {
+        let Ok(k) = sys::socket_kind(fd.as_fd()) else {
+            return false;
+        };
+        let inet = k.domain == libc::AF_INET || k.domain == libc::AF_INET6;
+        match self {
+            Want::Tcp(_) => inet && k.ty == libc::SOCK_STREAM && k.listening,
+            Want::Udp(_) => inet && k.ty == libc::SOCK_DGRAM,
+            Want::Unix(_) => k.domain == libc::AF_UNIX && k.ty == libc::SOCK_STREAM && k.listening,
+        }
+    }
+
+    fn same_address(&self, fd: &OwnedFd) -> bool {
+        // A duplicate, owned for the moment of asking the kernel for its local address.
+        let Ok(dup) = fd.try_clone() else {
+            return false;
+        };
+        match self {
+            Want::Tcp(addrs) | Want::Udp(addrs) => std::net::TcpListener::from(dup)
+                .local_addr()
+                .is_ok_and(|local| addrs.contains(&local)),
+            Want::Unix(path) => std::os::unix::net::UnixListener::from(dup)
+                .local_addr()
+                .is_ok_and(|local| local.as_pathname() == Some(*path)),
+        }
+    }
+}
+
+fn bind_tcp(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener> {
     let bind = || -> io::Result<std::net::TcpListener> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?

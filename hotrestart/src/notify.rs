@@ -1,40 +1,84 @@
 //! systemd's notification protocol (`sd_notify`): `READY=1`, `RELOADING=1`, `MAINPID=`,
-//! `STOPPING=1`, sent as datagrams to `$NOTIFY_SOCKET`. Without that variable nothing is sent.
+//! `STOPPING=1`, sent as datagrams to `$NOTIFY_SOCKET`, or to the supervisor.
 //!
-//! Over a hot restart the old process says `RELOADING=1` (with `MONOTONIC_USEC`), the successor
-//! says `MAINPID=<its pid>` and `READY=1`, so systemd follows the new main process (the unit
-//! needs `NotifyAccess=all`). A rollback says `READY=1` again; a final exit says `STOPPING=1`.
+//! Under a supervisor (`supervisor.rs`) a generation talks to it alone, over an inherited
+//! datagram socketpair: the supervisor follows `MAINPID=` and relays upstream with its own,
+//! stable pid. Without one, over a hot restart the old process says `RELOADING=1` (with
+//! `MONOTONIC_USEC`), the successor says `MAINPID=<its pid>` and `READY=1`, so systemd follows
+//! the new main process (the unit needs `NotifyAccess=all`). A rollback says `READY=1` again;
+//! a final exit says `STOPPING=1`. Without either, nothing is sent.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where notifications go: captured (and removed from the environment) at start, passed on to
 /// each successor.
 #[derive(Debug, Clone)]
-pub(crate) struct Notifier {
-    socket: Option<std::ffi::OsString>,
+pub(crate) enum Notifier {
+    Nowhere,
+    /// `$NOTIFY_SOCKET`: systemd, followed directly.
+    Systemd(std::ffi::OsString),
+    /// The supervisor's socketpair, and the supervisor's pid.
+    Supervisor(Arc<UnixDatagram>, u32),
 }
 
 impl Notifier {
     pub(crate) fn new(socket: Option<std::ffi::OsString>) -> Self {
-        Notifier {
-            socket: socket.filter(|s| !s.is_empty()),
+        match socket.filter(|s| !s.is_empty()) {
+            Some(s) => Notifier::Systemd(s),
+            None => Notifier::Nowhere,
         }
+    }
+
+    /// The supervisor's end given to this generation; its peer is the supervisor, which
+    /// created the pair (`SO_PEERCRED` names it).
+    pub(crate) fn supervisor(fd: OwnedFd) -> io::Result<Self> {
+        let sock = UnixDatagram::from(fd);
+        let cred = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(io::Error::from)?;
+        // A supervisor that stops reading must not hang a generation for good.
+        sock.set_write_timeout(Some(Duration::from_secs(2)))?;
+        Ok(Notifier::Supervisor(Arc::new(sock), cred.pid() as u32))
     }
 
     /// The value successors get as `NOTIFY_SOCKET`.
     pub(crate) fn socket(&self) -> Option<&std::ffi::OsString> {
-        self.socket.as_ref()
+        match self {
+            Notifier::Systemd(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The fd successors get as `HOTRESTART_SUPERVISOR_FD`.
+    pub(crate) fn supervisor_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Notifier::Supervisor(sock, _) => Some(sock.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// The pid that systemd or the container runtime follows: the supervisor's, else ours.
+    pub(crate) fn main_pid(&self) -> u32 {
+        match self {
+            Notifier::Supervisor(_, pid) => *pid,
+            _ => std::process::id(),
+        }
     }
 
     /// Sends one notification; a failure is logged, never fatal.
     pub(crate) fn send(&self, state: &str) {
-        let Some(socket) = &self.socket else { return };
-        if let Err(e) = send_to(socket, state) {
-            tracing::warn!("sd_notify {state:?} to {socket:?} failed: {e}");
-        } else {
-            tracing::debug!("sd_notify {state:?}");
+        let sent = match self {
+            Notifier::Nowhere => return,
+            Notifier::Systemd(socket) => send_to(socket, state),
+            Notifier::Supervisor(sock, _) => sock.send(state.as_bytes()).map(drop),
+        };
+        match sent {
+            Ok(()) => tracing::debug!("sd_notify {state:?}"),
+            Err(e) => tracing::warn!("sd_notify {state:?} to {self:?} failed: {e}"),
         }
     }
 
@@ -49,9 +93,24 @@ impl Notifier {
     pub(crate) fn stopping(&self) {
         self.send("STOPPING=1");
     }
+
+    /// Tells the supervisor that a successor this process spawned exited (this process reaped
+    /// it, so the supervisor cannot). Raw wait status.
+    pub(crate) fn successor_exited(&self, pid: u32, status: i32) {
+        if let Notifier::Supervisor(..) = self {
+            self.send(&format!(
+                "{}={pid} {status}",
+                crate::sys::NOTIFY_SUCCESSOR_EXITED
+            ));
+        }
+    }
+
+    pub(crate) fn supervised(&self) -> bool {
+        matches!(self, Notifier::Supervisor(..))
+    }
 }
 
-fn send_to(socket: &std::ffi::OsStr, state: &str) -> io::Result<()> {
+pub(crate) fn send_to(socket: &std::ffi::OsStr, state: &str) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let sock = UnixDatagram::unbound()?;
     let bytes = socket.as_bytes();

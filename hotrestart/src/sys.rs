@@ -27,6 +27,14 @@ pub(crate) const ENV_CONTROL_SOCKET: &str = "HOTRESTART_CONTROL_SOCKET";
 pub(crate) const ENV_WATCH_EXE: &str = "HOTRESTART_WATCH_EXE";
 /// Operator setting: `0` to close idle connections at a handover instead of handing them over.
 pub(crate) const ENV_HAND_OVER_CONNECTIONS: &str = "HOTRESTART_HAND_OVER_CONNECTIONS";
+/// Operator setting: `1`, `0` or `auto` (default): whether the first process becomes a
+/// supervisor that stays while generations come and go (see `supervisor.rs`).
+pub(crate) const ENV_SUPERVISOR: &str = "HOTRESTART_SUPERVISOR";
+/// Fd of a generation's end of the supervisor's datagram socketpair.
+pub(crate) const ENV_SUPERVISOR_FD: &str = "HOTRESTART_SUPERVISOR_FD";
+/// Said to the supervisor by a generation whose successor exited while it was its parent:
+/// `X_HOTRESTART_EXITED=<pid> <wait status>`.
+pub(crate) const NOTIFY_SUCCESSOR_EXITED: &str = "X_HOTRESTART_EXITED";
 /// First fd passed by socket activation.
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
 
@@ -38,6 +46,7 @@ pub(crate) const INTERNAL_ENV: &[&str] = &[
     ENV_LISTEN_PID,
     ENV_LISTEN_FDNAMES,
     ENV_NOTIFY_SOCKET,
+    ENV_SUPERVISOR_FD,
 ];
 
 pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {

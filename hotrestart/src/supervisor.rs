@@ -1,0 +1,516 @@
+//! The main process that never changes.
+//!
+//! Container runtimes, systemd and shells follow one process. A hot restart replaces the
+//! serving process, so without help the process they started exits at the first restart: a
+//! container ends (and the kernel kills the successor with it), systemd treats the successor
+//! as an alien `MAINPID=` it cannot wait for, a shell gets its prompt back. So, before the
+//! runtime starts, the first process becomes this small supervisor — no tokio, no user code —
+//! and runs the generations beneath it, as HAProxy's master-worker mode does:
+//!
+//! ```text
+//! container runtime / systemd / shell
+//! └── supervisor (stable pid)      follows the current generation, forwards signals to it,
+//!     │                            reaps every child (and, as PID 1, every orphan), relays
+//!     │                            READY / RELOADING / STOPPING upstream, exits with the
+//!     │                            status of the last generation
+//!     ├── generation N    (draining, exits when done)
+//!     └── generation N+1  (serving)
+//! ```
+//!
+//! Generations hand over to each other exactly as without a supervisor; the supervisor only
+//! listens. Each generation gets one end of a datagram socketpair (`HOTRESTART_SUPERVISOR_FD`)
+//! and speaks the `sd_notify` language on it: `READY=1\nMAINPID=<pid>` when it serves (also
+//! after a rollback), `RELOADING=1`, `STOPPING=1`, and `X_HOTRESTART_EXITED=<pid> <status>`
+//! when a successor it spawned exits while it still is that successor's parent.
+//!
+//! **Never mistaking a handover for an exit.** The old generation exits soon after its
+//! successor's READY, maybe before the supervisor has read anything. The order is fixed by
+//! construction: a successor queues its `MAINPID=` on the supervisor's socket *before* it
+//! sends READY to the old process, and an old process that rolls back queues its own
+//! `MAINPID=` *before* it kills the successor. So when the current generation is seen to exit,
+//! every announcement that could have replaced it is already in the socket's queue: the
+//! supervisor reads the queue to the end before it decides that the service ended.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::sys;
+
+/// Signals the supervisor forwards to the current generation.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGHUP,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// How long the exit status of a current generation that is not the supervisor's child (its
+/// predecessor, still draining, is its parent) may take to be reported.
+const STATUS_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether the first process becomes a supervisor: the operator's
+/// `HOTRESTART_SUPERVISOR=1|0|auto` wins over `#[hot_main(supervisor = ...)]`; `auto` (the
+/// default) turns it on where a process is followed by pid: as PID 1 (a container), as the
+/// child of an init or of systemd, and in a terminal.
+pub(crate) fn wanted(configured: Option<bool>) -> bool {
+    if std::env::var_os(sys::ENV_HANDOFF_FD).is_some()
+        || std::env::var_os(sys::ENV_SUPERVISOR_FD).is_some()
+    {
+        return false; // a generation: it has a supervisor, or a predecessor, already
+    }
+    let setting = std::env::var(sys::ENV_SUPERVISOR).ok();
+    match setting.as_deref().map(str::trim) {
+        Some("1" | "true" | "on") => return true,
+        Some("0" | "false" | "off") => return false,
+        Some("auto" | "") | None => {}
+        Some(other) => eprintln!(
+            "hotrestart: ignoring {}={other:?}: expected 1, 0 or auto",
+            sys::ENV_SUPERVISOR
+        ),
+    }
+    configured.unwrap_or_else(|| auto().is_some())
+}
+
+/// Why `auto` turns the supervisor on here, if it does.
+fn auto() -> Option<&'static str> {
+    let ppid = nix::unistd::getppid().as_raw();
+    if std::process::id() == 1 {
+        return Some("PID 1");
+    }
+    if ppid == 1 {
+        return Some("the child of PID 1");
+    }
+    let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+    if parent.trim_end() == "systemd" {
+        return Some("a systemd service");
+    }
+    // SAFETY: isatty only inspects the descriptor table.
+    if (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1) {
+        return Some("in a terminal");
+    }
+    None
+}
+
+/// What the supervisor remembers of one generation.
+struct Generation {
+    pid: i32,
+    /// Readable once the process has exited; `None` where `pidfd_open` is unavailable.
+    pidfd: Option<OwnedFd>,
+}
+
+impl Generation {
+    fn new(pid: i32) -> Generation {
+        Generation {
+            pid,
+            pidfd: pidfd_open(pid).ok(),
+        }
+    }
+
+    /// Exited, whoever reaped it.
+    fn exited(&self) -> bool {
+        match &self.pidfd {
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            }
+            None => !alive(self.pid),
+        }
+    }
+}
+
+/// The current generation's end, as the supervisor learns it.
+enum Ending {
+    /// Still serving, or replaced.
+    No,
+    /// Exited with this wait status.
+    Status(i32),
+    /// Exited; its status is awaited from its parent until this instant.
+    Awaiting(Instant),
+}
+
+struct Supervisor {
+    me: u32,
+    sock: UnixDatagram,
+    signals: SignalFd,
+    upstream: Option<OsString>,
+    current: Generation,
+    /// Every generation not yet seen to exit (the current one included).
+    alive: Vec<Generation>,
+    /// Wait statuses: of children reaped here, and reported by a generation's parent.
+    statuses: HashMap<i32, i32>,
+    /// The current generation said READY: signals other than a stop may be forwarded.
+    ready: bool,
+    /// SIGHUP held until the current generation is ready (a generation still starting up
+    /// has no handler yet: the signal would kill it).
+    held_hup: bool,
+    /// A stop was asked for: each new current generation gets it too.
+    stop: Option<Signal>,
+    told_upstream_ready: bool,
+    /// Since when the exit status of the current generation (by pid) is awaited.
+    awaiting: Option<(i32, Instant)>,
+}
+
+/// Runs the supervisor and returns its exit code. Only called from `run_main`, while the
+/// process has a single thread.
+pub(crate) fn run() -> i32 {
+    match start() {
+        Ok(mut s) => s.run(),
+        Err(e) => {
+            say(format_args!("cannot start generation 0: {e}"));
+            1
+        }
+    }
+}
+
+fn say(what: std::fmt::Arguments<'_>) {
+    eprintln!("hotrestart supervisor[{}]: {what}", std::process::id());
+}
+
+fn start() -> io::Result<Supervisor> {
+    let me = std::process::id();
+    if me != 1 {
+        // SAFETY: prctl with integer arguments only changes this process's attributes.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // Blocked signals are queued even for PID 1 (which the kernel otherwise spares every
+    // signal it has no handler for) and read from a signalfd. The mask is inherited across
+    // exec: generation 0 gets the previous one back.
+    let mut mask = SigSet::empty();
+    for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
+        mask.add(*sig);
+    }
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    let (sock, theirs) = UnixDatagram::pair()?;
+    sock.set_nonblocking(true)?;
+
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(sys::ENV_SUPERVISOR_FD, theirs.as_raw_fd().to_string())
+        .env_remove(sys::ENV_NOTIFY_SOCKET)
+        // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
+        // passes it on once, to the current generation.
+        .process_group(0);
+    // Sockets passed by socket activation to this process go on to generation 0 as they are
+    // (fds 3.., not close-on-exec); `LISTEN_PID` would name the supervisor, so it goes.
+    let listen_fds = listen_fds_for_us(me);
+    if listen_fds > 0 {
+        cmd.env_remove(sys::ENV_LISTEN_PID);
+    }
+    let fd = theirs.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
+    // sigprocmask, which are async-signal-safe: it lets exactly the generation's end of the
+    // socketpair cross exec, and gives it the signal mask the supervisor had before.
+    unsafe {
+        cmd.pre_exec(move || {
+            sys::set_cloexec(fd, false)?;
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+    for fd in sys::LISTEN_FDS_START..sys::LISTEN_FDS_START + listen_fds {
+        // SAFETY: socket activation gave these fds to this process; generation 0 has its own
+        // copies now and nothing here refers to them.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let pid = child.id() as i32;
+    // The child is reaped with waitpid(-1), like every other; `Child` is not needed.
+    drop(child);
+    let upstream = std::env::var_os(sys::ENV_NOTIFY_SOCKET).filter(|s| !s.is_empty());
+    say(format_args!(
+        "started generation 0 as pid {pid}; this pid stays for the service's life ({}=0 turns this off)",
+        sys::ENV_SUPERVISOR
+    ));
+    let current = Generation::new(pid);
+    let alive = vec![Generation::new(pid)];
+    Ok(Supervisor {
+        me,
+        sock,
+        signals,
+        upstream,
+        current,
+        alive,
+        statuses: HashMap::new(),
+        ready: false,
+        held_hup: false,
+        stop: None,
+        told_upstream_ready: false,
+        awaiting: None,
+    })
+}
+
+/// How many socket-activation fds are addressed to this process (`LISTEN_PID` is us or absent).
+fn listen_fds_for_us(me: u32) -> RawFd {
+    let Some(count) = std::env::var(sys::ENV_LISTEN_FDS)
+        .ok()
+        .and_then(|c| c.trim().parse::<RawFd>().ok())
+    else {
+        return 0;
+    };
+    match std::env::var(sys::ENV_LISTEN_PID) {
+        Ok(pid) if pid.trim().parse::<u32>().ok() != Some(me) => 0,
+        _ => count.clamp(0, 1024),
+    }
+}
+
+impl Supervisor {
+    fn run(&mut self) -> i32 {
+        loop {
+            let status = match self.ending() {
+                Ending::No => None,
+                Ending::Status(status) => Some(status),
+                Ending::Awaiting(until) if Instant::now() >= until => {
+                    say(format_args!(
+                        "generation pid {} exited and its exit status was not reported within {STATUS_GRACE:?}: exiting with status 1",
+                        self.current.pid
+                    ));
+                    Some(256) // exit code 1
+                }
+                Ending::Awaiting(_) => None,
+            };
+            if let Some(status) = status {
+                return self.finish(status);
+            }
+            self.wait_for_events(Duration::from_millis(200));
+        }
+    }
+
+    /// Blocks until a signal, a message or the current generation's exit, or `limit`.
+    fn wait_for_events(&mut self, limit: Duration) {
+        {
+            let mut fds = vec![
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(fd) = &self.current.pidfd {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+            let timeout = PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    say(format_args!("poll failed: {e}"));
+                    std::thread::sleep(limit);
+                }
+            }
+        }
+        // Messages first: a signal goes to the newest current generation.
+        self.read_messages();
+        self.read_signals();
+    }
+
+    /// Whether the current generation has ended without a successor. Every queued message
+    /// is read first: a successor's announcement precedes its predecessor's exit.
+    fn ending(&mut self) -> Ending {
+        self.reap();
+        self.prune();
+        if !self.current.exited() {
+            return Ending::No;
+        }
+        self.read_messages();
+        if !self.current.exited() {
+            return Ending::No; // replaced by an announced successor
+        }
+        if let Some(&status) = self.statuses.get(&self.current.pid) {
+            return Ending::Status(status);
+        }
+        // Not our child: its parent (the previous generation, draining) reaps it and reports
+        // the status, or rolls back and announces itself.
+        let pid = self.current.pid;
+        let since = match self.awaiting {
+            Some((p, at)) if p == pid => at,
+            _ => self.awaiting.insert((pid, Instant::now())).1,
+        };
+        Ending::Awaiting(since + STATUS_GRACE)
+    }
+
+    /// Collects every exited child: generations and, as PID 1 or subreaper, orphans.
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes only into the local `status`.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if self.alive.iter().any(|g| g.pid == pid) {
+                self.statuses.insert(pid, status);
+            }
+        }
+    }
+
+    /// Forgets generations that exited, other than the current one.
+    fn prune(&mut self) {
+        let current = self.current.pid;
+        self.alive.retain(|g| g.pid == current || !g.exited());
+        let alive = &self.alive;
+        self.statuses
+            .retain(|pid, _| alive.iter().any(|g| g.pid == *pid));
+    }
+
+    fn read_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            match sig {
+                Signal::SIGCHLD => self.reap(),
+                Signal::SIGHUP if !self.ready => {
+                    if !self.held_hup {
+                        say(format_args!(
+                            "SIGHUP before generation pid {} is ready: held until it is",
+                            self.current.pid
+                        ));
+                    }
+                    self.held_hup = true;
+                }
+                Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
+                    self.stop = Some(sig);
+                    self.forward(sig);
+                }
+                _ => self.forward(sig),
+            }
+        }
+    }
+
+    fn forward(&self, sig: Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.current.pid);
+        match nix::sys::signal::kill(pid, sig) {
+            Ok(()) => say(format_args!(
+                "{sig:?} → generation pid {}",
+                self.current.pid
+            )),
+            Err(e) => say(format_args!(
+                "{sig:?} could not be passed to generation pid {}: {e}",
+                self.current.pid
+            )),
+        }
+    }
+
+    fn read_messages(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.message(&text);
+        }
+    }
+
+    fn message(&mut self, text: &str) {
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        };
+        if let Some(report) = field(sys::NOTIFY_SUCCESSOR_EXITED) {
+            let mut parts = report.split_whitespace().map(str::parse::<i32>);
+            if let (Some(Ok(pid)), Some(Ok(status))) = (parts.next(), parts.next()) {
+                self.statuses.insert(pid, status);
+            }
+        }
+        if field("READY") == Some("1") {
+            let pid = field("MAINPID").and_then(|p| p.parse::<i32>().ok());
+            if let Some(pid) = pid.filter(|&p| p != self.current.pid) {
+                say(format_args!(
+                    "generation pid {pid} serves (was pid {})",
+                    self.current.pid
+                ));
+                self.current = Generation::new(pid);
+                if !self.alive.iter().any(|g| g.pid == pid) {
+                    self.alive.push(Generation::new(pid));
+                }
+                if let Some(sig) = self.stop {
+                    // A stop that reached the old generation during its handover.
+                    self.forward(sig);
+                }
+            }
+            self.ready = true;
+            self.upstream(if self.told_upstream_ready {
+                "READY=1".to_owned()
+            } else {
+                format!("READY=1\nMAINPID={}", self.me)
+            });
+            self.told_upstream_ready = true;
+            if std::mem::take(&mut self.held_hup) && self.stop.is_none() {
+                self.forward(Signal::SIGHUP);
+            }
+        } else if field("RELOADING") == Some("1") {
+            self.upstream(text.to_owned());
+        } else if field("STOPPING") == Some("1") {
+            self.upstream("STOPPING=1".to_owned());
+        }
+    }
+
+    fn upstream(&self, state: String) {
+        if let Some(socket) = &self.upstream {
+            if let Err(e) = crate::notify::send_to(socket, &state) {
+                say(format_args!("sd_notify {state:?} failed: {e}"));
+            }
+        }
+    }
+
+    /// The service ended: wait for the generations still draining, then hand back the
+    /// status of the last one.
+    fn finish(&mut self, status: i32) -> i32 {
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else if libc::WIFSIGNALED(status) {
+            128 + libc::WTERMSIG(status)
+        } else {
+            1
+        };
+        let how = if libc::WIFSIGNALED(status) {
+            format!("was killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("exited with status {code}")
+        };
+        say(format_args!(
+            "generation pid {} {how} without a successor: the service ends",
+            self.current.pid
+        ));
+        loop {
+            self.reap();
+            self.alive.retain(|g| !g.exited());
+            if self.alive.is_empty() {
+                break;
+            }
+            // Older generations finish their drain (bounded by their drain timeout).
+            self.wait_for_events(Duration::from_millis(50));
+        }
+        self.reap();
+        say(format_args!("exiting with status {code}"));
+        code
+    }
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether `pid` runs (exists and is not a zombie): the fallback without pidfds.
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
+    matches!(state, Some(s) if s != 'Z')
+}
