@@ -10,3 +10,8 @@ mod hand_over {
     #[hotrestart::hot_main(hand_over_connections = "no")]
     async fn main(_hot: hotrestart::Hot) {}
 }
+
+mod supervisor {
+    #[hotrestart::hot_main(supervisor = "auto")]
+    async fn main(_hot: hotrestart::Hot) {}
+}

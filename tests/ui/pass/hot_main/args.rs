@@ -26,6 +26,7 @@ fn check(ok: bool) -> Result<u32, Failed> {
     flavor = "multi_thread",
     worker_threads = 2,
     hand_over_connections = false,
+    supervisor = false,
     crate = "hotrestart",
 )]
 async fn main(hot: Hot) -> Result<(), Box<dyn std::error::Error>> {
