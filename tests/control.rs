@@ -13,21 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn ctl() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("hotrestart-ctl");
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test --workspace` builds it",
-        path.display()
-    );
-    path
-}
 
 fn run_ctl(socket: &std::path::Path, command: &str, uid: Option<u32>) -> (i32, String) {
     let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());

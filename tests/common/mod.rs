@@ -629,3 +629,105 @@ pub fn file_size_limit(bytes: u64) -> PreExec {
         Ok(())
     })
 }
+
+/// Whether `pid` is gone: reaped (by anyone) or a zombie.
+pub fn gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .is_some_and(|s| s == 'Z'),
+    }
+}
+
+/// Waits until `pid` is gone.
+pub fn wait_gone(pid: u32, limit: Duration) {
+    let start = Instant::now();
+    while !gone(pid) {
+        assert!(start.elapsed() < limit, "pid {pid} still runs after {limit:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether the real component `tool` is on this machine. A newcomer without it gets a line
+/// naming the command that installs it and the test is skipped; under `CI=true` a missing
+/// component fails the run instead (`.ci/run` installs them all).
+pub fn require(tool: &str, install: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("`{tool}` is missing and CI=true: install it with `{install}`");
+    }
+    eprintln!("SKIPPED: `{tool}` is not installed; install it with `{install}`");
+    false
+}
+
+/// Where the test may not go for want of privilege (e.g. `unshare` outside root): skipped,
+/// or under `CI=true` a failure.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why} (CI=true: nothing is skipped)");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+impl Service {
+    /// The count the state file holds: read by a separate, unsupervised process of the same
+    /// binary on another port, killed (not stopped) afterwards so it rewrites nothing.
+    pub fn saved_count(&self) -> u64 {
+        let port = free_port();
+        let log = fs::File::create(self.dir.path().join("reader.log")).unwrap();
+        let child = {
+            let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            Command::new(&self.bin)
+                .current_dir(self.dir.path())
+                .env("PORT", port.to_string())
+                .env("HOTRESTART_STATE_FILE", &self.state_file)
+                .env("HOTRESTART_SUPERVISOR", "0")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        };
+        let pid = child.id();
+        drop(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        let count = loop {
+            if let Ok(r) = get(addr, "/count") {
+                break r.body.parse().unwrap();
+            }
+            assert!(start.elapsed() < WAIT, "the state file reader did not start");
+            thread::sleep(Duration::from_millis(20));
+        };
+        // SAFETY: kill with integer arguments, on the process just started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        wait_exit(pid, WAIT);
+        count
+    }
+}
+
+/// The `hotrestart-ctl` binary of this build.
+pub fn ctl() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("hotrestart-ctl");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test --workspace` builds it",
+        path.display()
+    );
+    path
+}

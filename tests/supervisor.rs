@@ -1,0 +1,268 @@
+//! The supervisor: a main process whose pid never changes while generations come and go
+//! beneath it. Real processes, real signals, a real pseudo-terminal.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A counter under a supervisor: `first_pid` is the supervisor.
+fn supervised(env: &[(&str, &str)]) -> Service {
+    let mut env = env.to_vec();
+    env.push(("HOTRESTART_SUPERVISOR", "1"));
+    Service::start(&env)
+}
+
+/// SIGHUP to the main pid; waits for the new generation to serve and the old one to be gone.
+fn restart_through(service: &Service, main: u32) -> u32 {
+    let old = service.pid();
+    service.signal(main, libc::SIGHUP);
+    let new = service.wait_new_pid(old);
+    wait_gone(old, WAIT);
+    new
+}
+
+#[test]
+fn the_main_pid_never_changes_across_hundreds_of_restarts() {
+    let control = tempfile::tempdir().unwrap();
+    let socket = control.path().join("control.sock");
+    let service = supervised(
+        &[("HOTRESTART_CONTROL_SOCKET", socket.to_str().unwrap())],
+    );
+    let main = service.first_pid;
+    let gen0 = service.pid();
+    assert_ne!(gen0, main, "generation 0 is a child of the supervisor");
+    assert!(children(main).iter().any(|&(p, _)| p == gen0));
+    let mut hits = 0;
+    let mut pids = vec![gen0];
+    // The old generation exits as soon as READY arrives, often before the supervisor has read
+    // its successor's announcement: each of these restarts is that race.
+    for i in 0..200 {
+        let new = restart_through(&service, main);
+        assert!(!pids.contains(&new), "restart {i}: pid {new} served before");
+        pids.push(new);
+        assert!(
+            is_alive(main),
+            "restart {i}: the supervisor exited; log:\n{}",
+            service.log_text()
+        );
+        if i % 20 == 0 {
+            hits += 1;
+            assert_eq!(service.hit(), hits);
+        }
+    }
+    // The control socket's status names the main pid, from the serving generation.
+    let out = {
+        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        Command::new(ctl()).arg(&socket).arg("status").output().unwrap()
+    };
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains(&format!(" main_pid={main}")) && status.contains("generation=200 "),
+        "{status}"
+    );
+    // Nothing left behind: the only child is the serving generation, no zombie.
+    let kids = children(main);
+    assert_eq!(kids, vec![(service.pid(), 'S')], "children of the supervisor");
+    service.signal(main, libc::SIGTERM);
+    assert_eq!(wait_exit(main, WAIT), 0, "log:\n{}", service.log_text());
+    assert_eq!(service.saved_count(), hits);
+    assert!(service.live_processes().is_empty());
+}
+
+#[test]
+fn a_rollback_keeps_the_main_process_and_the_serving_generation() {
+    let service = supervised(&[]);
+    let main = service.first_pid;
+    assert_eq!(service.hit(), 1);
+    let serving = restart_through(&service, main);
+    service.replace_binary(&std::fs::read(example("counter_incompatible")).unwrap());
+    service.signal(main, libc::SIGHUP);
+    service.wait_log("restart rolled back", 1);
+    assert_eq!(service.pid(), serving, "the old generation serves on");
+    assert!(is_alive(main));
+    assert_eq!(service.hit(), 2);
+    service.restore_binary();
+    let next = restart_through(&service, main);
+    assert_ne!(next, serving);
+    assert_eq!(service.hit(), 3);
+    service.signal(main, libc::SIGTERM);
+    assert_eq!(wait_exit(main, WAIT), 0);
+    assert_eq!(service.saved_count(), 3);
+}
+
+#[test]
+fn a_generation_that_crashes_ends_the_main_process_with_its_status() {
+    // Generation 0, the supervisor's own child.
+    let service = supervised(&[]);
+    service.signal(service.pid(), libc::SIGKILL);
+    assert_eq!(wait_exit(service.first_pid, WAIT), 128 + libc::SIGKILL);
+
+    // A later generation, reparented to the supervisor when its predecessor exited.
+    let service = supervised(&[]);
+    let serving = restart_through(&service, service.first_pid);
+    service.signal(serving, libc::SIGABRT);
+    assert_eq!(wait_exit(service.first_pid, WAIT), 128 + libc::SIGABRT);
+    service.wait_log("was killed by signal 6 without a successor", 1);
+}
+
+#[test]
+fn a_successor_that_crashes_while_its_predecessor_drains_is_noticed() {
+    // The old generation lingers 3 s after handing over: it is the new one's parent then,
+    // and the supervisor learns the status from it.
+    let service = Service::start_faulty(&[("HOTRESTART_SUPERVISOR", "1")]);
+    service.plan("linger-ms=3000");
+    let main = service.first_pid;
+    let old = service.pid();
+    service.signal(main, libc::SIGHUP);
+    let new = service.wait_new_pid(old);
+    service.wait_log("lingering", 1);
+    assert!(is_alive(old), "the predecessor still lingers");
+    service.signal(new, libc::SIGKILL);
+    assert_eq!(
+        wait_exit(main, WAIT),
+        128 + libc::SIGKILL,
+        "log:\n{}",
+        service.log_text()
+    );
+    assert!(gone(old), "the supervisor waited for the draining generation");
+}
+
+#[test]
+fn sigterm_during_a_restart_still_ends_the_service_with_the_state_saved() {
+    // Hooks that take 300 ms hold the handover open; SIGTERM arrives in the middle.
+    let service = Service::start_faulty(&[("HOTRESTART_SUPERVISOR", "1")]);
+    service.plan("hook-sleep-ms=300");
+    let main = service.first_pid;
+    for n in 1..=5 {
+        assert_eq!(service.hit(), n);
+    }
+    service.signal(main, libc::SIGHUP);
+    service.wait_log("hook: sleeping", 1);
+    service.signal(main, libc::SIGTERM);
+    assert_eq!(wait_exit(main, WAIT), 0, "log:\n{}", service.log_text());
+    assert!(service.live_processes().is_empty());
+    assert_eq!(service.saved_count(), 5, "log:\n{}", service.log_text());
+}
+
+/// A pseudo-terminal: the service is the session leader on its slave side, as under a shell.
+struct Terminal {
+    master: std::fs::File,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn spawn(service: &Service) -> (Terminal, u32) {
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes the two fds into the locals; the other arguments may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty");
+        // SAFETY: both fds were just returned by openpty and are owned here.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let slave_fd = std::os::fd::AsRawFd::as_raw_fd(&slave);
+        let mut cmd = Command::new(&service.bin);
+        cmd.current_dir(service.dir.path())
+            .env("PORT", service.port.to_string())
+            .env("HOTRESTART_STATE_FILE", &service.state_file)
+            .env_remove("HOTRESTART_SUPERVISOR")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: setsid and ioctl are async-signal-safe system calls on integers: the child
+        // becomes a session leader whose controlling terminal is the slave.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = {
+            let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            cmd.spawn().unwrap()
+        };
+        drop(cmd);
+        let pid = child.id();
+        drop(child);
+        let master = std::fs::File::from(master);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = output.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once no process holds the slave side any more.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (Terminal { master, output }, pid)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    fn lines_with(&self, needle: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+#[test]
+fn in_a_terminal_the_prompt_waits_and_ctrl_c_stops_the_service_once() {
+    let service = Service::prepare("counter", &[]);
+    let (mut terminal, main) = Terminal::spawn(&service);
+    service.wait_serving();
+    let gen0 = service.pid();
+    assert_ne!(gen0, main, "in a terminal the supervisor is on without being asked");
+    assert_eq!(service.hit(), 1);
+    // A restart: the process the shell started stays (the prompt would not come back).
+    let serving = restart_through(&service, main);
+    assert!(is_alive(main));
+    assert_eq!(service.hit(), 2);
+    // Ctrl-C: the line discipline sends SIGINT to the terminal's foreground process group.
+    terminal.master.write_all(b"\x03").unwrap();
+    assert_eq!(wait_exit(main, WAIT), 0, "terminal:\n{}", terminal.text());
+    wait_gone(serving, WAIT);
+    let start = Instant::now();
+    while terminal.lines_with("exiting with status 0") == 0 && start.elapsed() < WAIT {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        terminal.lines_with("SIGINT: draining and exiting"),
+        1,
+        "one generation stopped, once:\n{}",
+        terminal.text()
+    );
+    assert_eq!(terminal.lines_with("SIGINT → generation"), 1, "{}", terminal.text());
+    assert_eq!(service.saved_count(), 2);
+}
+
+#[test]
+fn off_by_default_under_an_ordinary_parent_and_off_when_asked() {
+    // The test harness is neither an init, nor systemd, nor a terminal: no supervisor.
+    let service = Service::start(&[]);
+    assert_eq!(service.pid(), service.first_pid);
+    // `HOTRESTART_SUPERVISOR=0` wins even where `auto` would turn it on (a PID namespace:
+    // tests/namespaces.rs).
+    let service = Service::start(&[("HOTRESTART_SUPERVISOR", "0")]);
+    assert_eq!(service.pid(), service.first_pid);
+}
