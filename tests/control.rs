@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-
 fn run_ctl(socket: &std::path::Path, command: &str, uid: Option<u32>) -> (i32, String) {
     let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut cmd = Command::new(ctl());

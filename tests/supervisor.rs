@@ -32,9 +32,7 @@ fn restart_through(service: &Service, main: u32) -> u32 {
 fn the_main_pid_never_changes_across_hundreds_of_restarts() {
     let control = tempfile::tempdir().unwrap();
     let socket = control.path().join("control.sock");
-    let service = supervised(
-        &[("HOTRESTART_CONTROL_SOCKET", socket.to_str().unwrap())],
-    );
+    let service = supervised(&[("HOTRESTART_CONTROL_SOCKET", socket.to_str().unwrap())]);
     let main = service.first_pid;
     let gen0 = service.pid();
     assert_ne!(gen0, main, "generation 0 is a child of the supervisor");
@@ -60,7 +58,11 @@ fn the_main_pid_never_changes_across_hundreds_of_restarts() {
     // The control socket's status names the main pid, from the serving generation.
     let out = {
         let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        Command::new(ctl()).arg(&socket).arg("status").output().unwrap()
+        Command::new(ctl())
+            .arg(&socket)
+            .arg("status")
+            .output()
+            .unwrap()
     };
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -69,7 +71,11 @@ fn the_main_pid_never_changes_across_hundreds_of_restarts() {
     );
     // Nothing left behind: the only child is the serving generation, no zombie.
     let kids = children(main);
-    assert_eq!(kids, vec![(service.pid(), 'S')], "children of the supervisor");
+    assert_eq!(
+        kids,
+        vec![(service.pid(), 'S')],
+        "children of the supervisor"
+    );
     service.signal(main, libc::SIGTERM);
     assert_eq!(wait_exit(main, WAIT), 0, "log:\n{}", service.log_text());
     assert_eq!(service.saved_count(), hits);
@@ -131,7 +137,10 @@ fn a_successor_that_crashes_while_its_predecessor_drains_is_noticed() {
         "log:\n{}",
         service.log_text()
     );
-    assert!(gone(old), "the supervisor waited for the draining generation");
+    assert!(
+        gone(old),
+        "the supervisor waited for the draining generation"
+    );
 }
 
 #[test]
@@ -173,7 +182,8 @@ impl Terminal {
         };
         assert_eq!(rc, 0, "openpty");
         // SAFETY: both fds were just returned by openpty and are owned here.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let slave_fd = std::os::fd::AsRawFd::as_raw_fd(&slave);
         let mut cmd = Command::new(&service.bin);
         cmd.current_dir(service.dir.path())
@@ -232,7 +242,10 @@ fn in_a_terminal_the_prompt_waits_and_ctrl_c_stops_the_service_once() {
     let (mut terminal, main) = Terminal::spawn(&service);
     service.wait_serving();
     let gen0 = service.pid();
-    assert_ne!(gen0, main, "in a terminal the supervisor is on without being asked");
+    assert_ne!(
+        gen0, main,
+        "in a terminal the supervisor is on without being asked"
+    );
     assert_eq!(service.hit(), 1);
     // A restart: the process the shell started stays (the prompt would not come back).
     let serving = restart_through(&service, main);
@@ -252,7 +265,12 @@ fn in_a_terminal_the_prompt_waits_and_ctrl_c_stops_the_service_once() {
         "one generation stopped, once:\n{}",
         terminal.text()
     );
-    assert_eq!(terminal.lines_with("SIGINT → generation"), 1, "{}", terminal.text());
+    assert_eq!(
+        terminal.lines_with("SIGINT → generation"),
+        1,
+        "{}",
+        terminal.text()
+    );
     assert_eq!(service.saved_count(), 2);
 }
 

@@ -645,7 +645,10 @@ pub fn gone(pid: u32) -> bool {
 pub fn wait_gone(pid: u32, limit: Duration) {
     let start = Instant::now();
     while !gone(pid) {
-        assert!(start.elapsed() < limit, "pid {pid} still runs after {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "pid {pid} still runs after {limit:?}"
+        );
         thread::sleep(Duration::from_millis(5));
     }
 }
@@ -705,7 +708,10 @@ impl Service {
             if let Ok(r) = get(addr, "/count") {
                 break r.body.parse().unwrap();
             }
-            assert!(start.elapsed() < WAIT, "the state file reader did not start");
+            assert!(
+                start.elapsed() < WAIT,
+                "the state file reader did not start"
+            );
             thread::sleep(Duration::from_millis(20));
         };
         // SAFETY: kill with integer arguments, on the process just started.
