@@ -1,0 +1,124 @@
+//! The real systemfd (`cargo install --locked systemfd`), as the book's development loop uses
+//! it: it passes its sockets with `LISTEN_FDS` and no names at all. The counter adopts the one
+//! whose address it asks for, serves on it, and hot-restarts on it keeping its count.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Inodes of the sockets `pid` holds (`socket:[N]` in `/proc/<pid>/fd`).
+fn socket_inodes(pid: u32) -> HashSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    l.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The inode of the TCP socket listening on 127.0.0.1:`port`, from `/proc/net/tcp`.
+fn listening_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // local_address, state 0A = LISTEN, inode is the tenth column.
+        (cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A"))
+            .then(|| cols.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn the_counter_serves_on_systemfds_unnamed_socket_and_restarts_on_it() {
+    if !require("systemfd", "cargo install --locked systemfd") {
+        return;
+    }
+    let service = Service::prepare("counter", &[]);
+    // Two sockets, the counter's second: it is found by its address, not by its place.
+    let other = free_port();
+    let log = std::fs::File::create(&service.log).unwrap();
+    let systemfd = {
+        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let child = Command::new("systemfd")
+            .arg("--no-pid")
+            .args(["-s", &format!("http::127.0.0.1:{other}")])
+            .args(["-s", &format!("http::127.0.0.1:{}", service.port)])
+            .arg("--")
+            .arg(&service.bin)
+            .current_dir(service.dir.path())
+            .env("PORT", service.port.to_string())
+            .env("HOTRESTART_STATE_FILE", &service.state_file)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        drop(child);
+        pid
+    };
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill with integer arguments, on the systemfd this test started.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _systemfd = Kill(systemfd);
+    service.wait_serving();
+    let lines = service.wait_log("adopted an inherited socket nobody named", 1);
+    assert!(
+        lines[0].contains("its local address is the one asked for"),
+        "{}",
+        lines[0]
+    );
+    // The socket served on is systemfd's own: the counter bound nothing itself.
+    let inode = listening_inode(service.port).expect("a socket listens on the port");
+    assert!(
+        socket_inodes(systemfd).contains(&inode),
+        "systemfd created it"
+    );
+    let first = service.pid();
+    assert!(
+        socket_inodes(first).contains(&inode),
+        "the counter serves on it"
+    );
+
+    for n in 1..=3 {
+        assert_eq!(service.hit(), n);
+        // (systemfd is generation 0's parent and reaps it: gone, not an exit status, is
+        // what the test can see.)
+        let old = service.pid();
+        service.signal(old, libc::SIGHUP);
+        let new = service.wait_new_pid(old);
+        wait_gone(old, WAIT);
+        assert!(
+            socket_inodes(new).contains(&inode),
+            "generation {n} took the same socket"
+        );
+        assert_eq!(listening_inode(service.port), Some(inode));
+    }
+    assert_eq!(service.count(), 3);
+    // The unclaimed one was closed by the counter (only systemfd, while it runs, holds it).
+    if let Some(unclaimed) = listening_inode(other) {
+        assert!(!socket_inodes(service.pid()).contains(&unclaimed));
+    }
+
+    let serving = service.pid();
+    service.signal(serving, libc::SIGTERM);
+    wait_gone(serving, WAIT);
+    assert_eq!(service.saved_count(), 3);
+}
