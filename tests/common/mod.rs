@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod keepalive;
+pub mod podman;
 
 use std::collections::HashMap;
 use std::fs;
