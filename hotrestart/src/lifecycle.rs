@@ -106,6 +106,9 @@ struct Inner {
     ancestors: Vec<u32>,
     /// One line per restart this process attempted.
     history: Mutex<Vec<String>>,
+    /// The pid of the successor being started, while it is not committed (0: none). It stays
+    /// our unreaped child meanwhile, so the pid cannot be another process's.
+    successor: std::sync::atomic::AtomicU32,
     /// False when a bad state file could not be moved aside: it must then not be overwritten.
     state_file_writable: AtomicBool,
     /// Connections parked for the successor during a handover.
@@ -287,6 +290,7 @@ impl Hot {
             started: Instant::now(),
             ancestors: adopted.ancestors,
             history: Mutex::new(Vec::new()),
+            successor: Default::default(),
             outbox: Outbox::new(),
             inbox: Inbox::default(),
         });
@@ -921,8 +925,11 @@ async fn supervise(
                     }
                     Trigger::Stop(why) => {
                         tracing::warn!("{why} during a restart: abandoning it, draining and exiting");
-                        // The successor is killed first: only then are the parked
+                        // The successor is killed first, before its channel closes: seeing
+                        // the channel end it would fall back to the state file and announce
+                        // itself as the serving process. Only then are the parked
                         // connections given back, so no two processes read them.
+                        inner.kill_successor();
                         drop(restart);
                         stop(&inner, Exit::Terminated);
                         return;
@@ -994,6 +1001,8 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
     let mut successor = None;
     let mut quiesced_at = None;
     let result = handover(inner, generation, started, &mut successor, &mut quiesced_at).await;
+    // Committed, or about to be killed and reaped here: not to be killed by pid any more.
+    inner.successor.store(0, Ordering::Relaxed);
     match result {
         Ok((state_bytes, connections)) => {
             inner.outbox.decide(Verdict::Moved);
@@ -1082,6 +1091,7 @@ async fn handover(
         .map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
     drop(theirs);
     let pid = child.id().unwrap_or(0);
+    inner.successor.store(pid, Ordering::Relaxed);
     let s = successor.insert(Successor {
         child: Some(child),
         pid,
@@ -1471,6 +1481,17 @@ async fn watch_exe(hot: Hot) {
 }
 
 impl Inner {
+    /// SIGKILLs the successor of the restart in progress, if there is one.
+    fn kill_successor(&self) {
+        let pid = self.successor.swap(0, Ordering::Relaxed);
+        if pid != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     /// Older generations still running (not exited, not zombies, and still our executable, so a
     /// recycled pid does not count).
     fn live_ancestors(&self) -> Vec<u32> {

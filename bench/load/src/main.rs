@@ -71,6 +71,8 @@ fn parse_args() -> Args {
 #[derive(Clone)]
 enum Trigger {
     Signal(i32, &'static str),
+    /// A signal to the main process (hotrestart's supervisor), which passes it on.
+    Main(i32, &'static str),
     Naive,
     None,
 }
@@ -89,7 +91,10 @@ struct Target {
 fn targets(root: &Path) -> Vec<Target> {
     let peers = root.join("bench/peers/target/release");
     vec![
-        Target { name: "hotrestart", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true, env: &[] },
+        Target { name: "hotrestart", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true, env: &[("HOTRESTART_SUPERVISOR", "0")] },
+        // The same beneath its supervisor (as in a container, under systemd, in a terminal):
+        // the trigger goes to the main process, which forwards it.
+        Target { name: "hotrestart, supervised", bin: root.join("target/release/examples/counter"), trigger: Trigger::Main(libc::SIGHUP, "SIGHUP to the main pid"), keeps_state: true, env: &[("HOTRESTART_SUPERVISOR", "1")] },
         // The same, closing idle connections at a handover (`connection: close`) instead of
         // handing them over: what every peer does.
         Target { name: "hotrestart, hand-over off", bin: root.join("target/release/examples/counter"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: true, env: &[("HOTRESTART_HAND_OVER_CONNECTIONS", "0")] },
@@ -110,6 +115,8 @@ struct Server {
     dir: PathBuf,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// The pid this benchmark started (the supervisor, when there is one).
+    main: std::sync::atomic::AtomicU32,
 }
 
 impl Server {
@@ -124,13 +131,14 @@ impl Server {
         ];
         env.extend(target.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let server = Server { target: target.clone(), addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, log, env };
+        let server = Server { target: target.clone(), addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, log, env, main: Default::default() };
         server.spawn().await;
         server
     }
 
     async fn spawn(&self) {
-        procs::spawn(&self.target.bin, &self.env, &self.log);
+        let pid = procs::spawn(&self.target.bin, &self.env, &self.log);
+        self.main.store(pid, std::sync::atomic::Ordering::Relaxed);
         let start = Instant::now();
         while self.pid().await.is_none() {
             assert!(start.elapsed() < Duration::from_secs(120), "{} did not start; log {}", self.target.name, self.log.display());
@@ -148,6 +156,7 @@ impl Server {
         let t = Instant::now();
         match self.target.trigger {
             Trigger::Signal(sig, _) => procs::signal(old, sig),
+            Trigger::Main(sig, _) => procs::signal(self.main.load(std::sync::atomic::Ordering::Relaxed), sig),
             Trigger::Naive => {
                 procs::signal(old, libc::SIGTERM);
                 while !procs::exited(old) {
@@ -477,7 +486,7 @@ async fn main() {
     for t in all.iter().filter(|t| wanted(&args, t.name)) {
         let (med, max, mut internal) = idle_restart_latency(t, args.idle_restarts).await;
         let trig = match t.trigger {
-            Trigger::Signal(_, n) => n,
+            Trigger::Signal(_, n) | Trigger::Main(_, n) => n,
             Trigger::Naive => "SIGTERM + start",
             Trigger::None => "-",
         };
@@ -503,6 +512,33 @@ async fn main() {
         }
         let (p, h) = (median(&mut ps), median(&mut hs));
         println!("| {} | {p:.0} | {h:.0} | {:.3} |", mode.name(), h / p);
+    }
+    // The supervisor is off the data path (sockets go straight to the generations): the same
+    // comparison, supervised, in the same alternating way.
+    if let Some(supervised) = all.iter().find(|t| t.name == "hotrestart, supervised").filter(|_| plain.bin.exists()) {
+        for mode in [Mode::KeepAlive, Mode::Close] {
+            let (mut ps, mut hs) = (Vec::new(), Vec::new());
+            for _ in 0..4 {
+                ps.push(throughput(&plain, mode, &args).await);
+                hs.push(throughput(supervised, mode, &args).await);
+            }
+            let (p, h) = (median(&mut ps), median(&mut hs));
+            println!("| {}, supervised | {p:.0} | {h:.0} | {:.3} |", mode.name(), h / p);
+        }
+        let server = Server::start(supervised, &[]).await;
+        let main = server.main.load(std::sync::atomic::Ordering::Relaxed);
+        let generation = server.pid().await.unwrap_or(0);
+        for _ in 0..5 {
+            server.restart().await;
+        }
+        let kib = |pid| procs::rss(pid).map_or("—".to_owned(), |b| format!("{} KiB", b / 1024));
+        let current = server.pid().await.unwrap_or(0);
+        println!("\n## Supervisor memory\n");
+        println!("| process | resident (VmRSS) |");
+        println!("|---|---|");
+        println!("| supervisor (main pid {main}), after 5 restarts | {} |", kib(main));
+        println!("| serving generation (pid {current}; generation 0 was {generation}) | {} |", kib(current));
+        server.stop();
     }
 
     }

@@ -43,9 +43,14 @@ pub fn reap() {
     }
 }
 
+/// Exited, reaped here, or gone (a generation beneath a supervisor is reaped there).
 pub fn exited(pid: u32) -> bool {
     reap();
-    statuses().lock().unwrap().contains_key(&(pid as i32))
+    if statuses().lock().unwrap().contains_key(&(pid as i32)) {
+        return true;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()).is_none_or(|s| s == 'Z')
 }
 
 pub fn signal(pid: u32, sig: i32) {
