@@ -34,6 +34,32 @@ fn adopts_a_named_socket_without_listen_pid_and_hands_it_over() {
 }
 
 #[test]
+fn a_socket_unit_without_a_name_passes_its_own_and_the_socket_is_adopted_by_kind() {
+    // A socket unit without `FileDescriptorName=` names the fd after itself; PORT points
+    // elsewhere, so only the "first unnamed socket of its kind" rule can match.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut svc = Service::prepare("counter", &[]);
+    let activated_port = listener.local_addr().unwrap().port();
+    svc.env = env_of(
+        &svc,
+        &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "counter.socket")],
+    );
+    let pid = svc.spawn_with(Some(listener.as_raw_fd()));
+    drop(listener);
+    svc.port = activated_port;
+    svc.wait_serving();
+    assert_eq!(svc.pid(), pid);
+    let line = &svc.wait_log("adopted an inherited socket nobody named", 1)[0];
+    assert!(
+        line.contains("the first unnamed socket of its kind") && line.contains("counter.socket"),
+        "{line}"
+    );
+    svc.hit();
+    svc.hot_restart();
+    assert_eq!(svc.count(), 1);
+}
+
+#[test]
 fn listen_pid_of_another_process_is_ignored() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut svc = Service::prepare("counter", &[]);

@@ -41,6 +41,9 @@ pub(crate) const TAG_PLAN: u8 = 7;
 
 /// PREPARED payload bit: "send me your idle connections after the snapshot".
 pub(crate) const CAP_CONNECTIONS: u8 = 1;
+/// PREPARED payload bit: "I announce myself to the supervisor". A successor of a version
+/// without a supervisor does not; its predecessor announces it at the commit instead.
+pub(crate) const CAP_ANNOUNCES: u8 = 2;
 /// Largest CONNECTIONS frame.
 pub(crate) const MAX_CONNECTIONS_FRAME: u64 = 16 << 20;
 /// A batch is cut once its payload passes this size (each connection's unparsed bytes are at

@@ -35,13 +35,19 @@ use crate::handoff::MAX_SNAPSHOT;
 pub const MAX_GENERATIONS: usize = 3;
 
 /// What a successor offers in PREPARED: it takes open connections if it can serve them (and
-/// its operator did not turn that off).
-fn capabilities(options: &Options) -> u8 {
-    if cfg!(feature = "http") && options.hand_over_connections {
+/// its operator did not turn that off); it announces itself to its supervisor if it has one.
+fn capabilities(options: &Options, notifier: &Notifier) -> u8 {
+    let connections = if cfg!(feature = "http") && options.hand_over_connections {
         handoff::CAP_CONNECTIONS
     } else {
         0
-    }
+    };
+    let announces = if notifier.supervised() {
+        handoff::CAP_ANNOUNCES
+    } else {
+        0
+    };
+    connections | announces
 }
 
 /// How long handed-over connections wait for a `serve` on their listener before being closed.
@@ -432,7 +438,7 @@ impl Hot {
         let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
         let limit = self.inner.options.ready_timeout;
         let started = Instant::now();
-        let offered = capabilities(&self.inner.options);
+        let offered = capabilities(&self.inner.options, &self.inner.notifier);
         // Whether CONNECTIONS frames follow the snapshot: the previous process says so in a
         // PLAN frame before it. One that sends none (an older version, or hand-over turned off
         // there) sends SNAPSHOT right away, and no connections.
@@ -445,7 +451,7 @@ impl Hot {
             }
             let plan =
                 handoff::read_frame_payload(&mut chan, header.1, handoff::MAX_CONTROL).await?;
-            planned = plan.first().copied().unwrap_or(0) & offered;
+            planned = plan.first().copied().unwrap_or(0) & offered & handoff::CAP_CONNECTIONS;
             handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
         })
         .await;
@@ -1004,9 +1010,18 @@ async fn restart(inner: &Inner) -> Result<Restarted> {
     // Committed, or about to be killed and reaped here: not to be killed by pid any more.
     inner.successor.store(0, Ordering::Relaxed);
     match result {
-        Ok((state_bytes, connections)) => {
+        Ok(Delivered {
+            state_bytes,
+            connections,
+            announces,
+        }) => {
             inner.outbox.decide(Verdict::Moved);
             let pid = successor.as_ref().map_or(0, |s: &Successor| s.pid);
+            if inner.notifier.supervised() && !announces {
+                // A successor of a version without a supervisor: announced for it, before this
+                // process exits (so in the supervisor's queue before that exit).
+                inner.notifier.send(&format!("READY=1\nMAINPID={pid}"));
+            }
             if let Some(mut s) = successor {
                 // Disarmed: it lives on as the serving process. This process is its parent
                 // until it exits, so a supervisor cannot reap it meanwhile: it is told.
@@ -1082,7 +1097,7 @@ async fn handover(
     started: Instant,
     successor: &mut Option<Successor>,
     quiesced_at: &mut Option<Instant>,
-) -> Result<(usize, usize), String> {
+) -> Result<Delivered, String> {
     let ready = inner.ready.get().ok_or("the service is not ready yet")?;
     inner.notifier.reloading();
     let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
@@ -1186,7 +1201,19 @@ async fn handover(
         handoff::TAG_READY,
     )
     .await?;
-    Ok((frame.len(), connections))
+    Ok(Delivered {
+        state_bytes: frame.len(),
+        connections,
+        announces: capabilities & handoff::CAP_ANNOUNCES != 0,
+    })
+}
+
+/// What a committed handover delivered.
+struct Delivered {
+    state_bytes: usize,
+    connections: usize,
+    /// The successor announces itself to the supervisor.
+    announces: bool,
 }
 
 fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Result<Child> {

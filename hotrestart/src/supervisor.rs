@@ -173,8 +173,12 @@ pub(crate) fn run() -> i32 {
     }
 }
 
+/// One line to stderr; a closed stderr (a terminal gone, a broken log pipe) is ignored, never
+/// fatal: the supervisor must outlive its audience.
 fn say(what: std::fmt::Arguments<'_>) {
-    eprintln!("hotrestart supervisor[{}]: {what}", std::process::id());
+    use std::io::Write;
+    let line = format!("hotrestart supervisor[{}]: {what}\n", std::process::id());
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn start() -> io::Result<Supervisor> {
