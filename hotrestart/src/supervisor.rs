@@ -183,6 +183,13 @@ fn say(what: std::fmt::Arguments<'_>) {
 
 fn start() -> io::Result<Supervisor> {
     let me = std::process::id();
+    // Sockets passed by socket activation to this process go on to generation 0 as they are
+    // (fds 3.., not close-on-exec). Listed before this process opens any fd of its own, so a
+    // `LISTEN_FDS` that claims more than was passed cannot make it close one of its own.
+    let listen_fds: Vec<RawFd> = (0..listen_fds_for_us(me))
+        .map(|i| sys::LISTEN_FDS_START + i)
+        .filter(|&fd| sys::fd_is_open(fd))
+        .collect();
     if me != 1 {
         // SAFETY: prctl with integer arguments only changes this process's attributes.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -210,10 +217,8 @@ fn start() -> io::Result<Supervisor> {
         // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
         // passes it on once, to the current generation.
         .process_group(0);
-    // Sockets passed by socket activation to this process go on to generation 0 as they are
-    // (fds 3.., not close-on-exec); `LISTEN_PID` would name the supervisor, so it goes.
-    let listen_fds = listen_fds_for_us(me);
-    if listen_fds > 0 {
+    // `LISTEN_PID` would name the supervisor, so it goes.
+    if !listen_fds.is_empty() {
         cmd.env_remove(sys::ENV_LISTEN_PID);
     }
     let fd = theirs.as_raw_fd();
@@ -229,9 +234,10 @@ fn start() -> io::Result<Supervisor> {
     }
     let child = cmd.spawn()?;
     drop(theirs);
-    for fd in sys::LISTEN_FDS_START..sys::LISTEN_FDS_START + listen_fds {
-        // SAFETY: socket activation gave these fds to this process; generation 0 has its own
-        // copies now and nothing here refers to them.
+    for fd in listen_fds {
+        // SAFETY: socket activation gave these open fds to this process (listed before it
+        // opened any of its own); generation 0 has its own copies now and nothing here refers
+        // to them.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     let pid = child.id() as i32;
