@@ -152,6 +152,14 @@ impl WorkGuard {
     }
 }
 
+impl std::fmt::Debug for WorkGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkGuard")
+            .field("parked", &self.parked)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for WorkGuard {
     fn drop(&mut self) {
         let parked = self.parked;
@@ -167,6 +175,12 @@ impl Drop for WorkGuard {
 /// Dropping it has no effect; a new one can be taken from [`Hot::shutdown`](crate::Hot::shutdown).
 pub struct Shutdown {
     inner: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown").finish_non_exhaustive()
+    }
 }
 
 impl Shutdown {

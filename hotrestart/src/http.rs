@@ -17,7 +17,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +54,7 @@ pub trait Accept: Send + 'static {
     }
 
     /// The socket of an accepted connection, if it can be handed over as it is.
-    fn socket(_io: &Self::Io) -> Option<RawFd> {
+    fn socket(_io: &Self::Io) -> Option<BorrowedFd<'_>> {
         None
     }
 
@@ -79,8 +79,8 @@ impl Accept for tokio::net::TcpListener {
         self.local_addr().ok().map(|a| format!("tcp:{a}"))
     }
 
-    fn socket(io: &Self::Io) -> Option<RawFd> {
-        Some(io.as_raw_fd())
+    fn socket(io: &Self::Io) -> Option<BorrowedFd<'_>> {
+        Some(io.as_fd())
     }
 
     fn adopt(fd: OwnedFd) -> io::Result<Self::Io> {
@@ -101,8 +101,8 @@ impl Accept for tokio::net::UnixListener {
         addr.as_pathname().map(|p| format!("unix:{}", p.display()))
     }
 
-    fn socket(io: &Self::Io) -> Option<RawFd> {
-        Some(io.as_raw_fd())
+    fn socket(io: &Self::Io) -> Option<BorrowedFd<'_>> {
+        Some(io.as_fd())
     }
 
     fn adopt(fd: OwnedFd) -> io::Result<Self::Io> {
@@ -214,7 +214,7 @@ where
 /// be about to send its next request: it gets this long to do so, and that request is served
 /// (answered with `connection: close`). One idle for longer is closed at once. Applies when
 /// connections are not handed over (at exit, or with hand-over turned off).
-pub const IDLE_GRACE: Duration = Duration::from_millis(250);
+pub(crate) const IDLE_GRACE: Duration = Duration::from_millis(250);
 
 /// What a connection's task knows of its requests. Plain atomics on the request path: the
 /// bookkeeping must cost nothing measurable while serving.
@@ -550,7 +550,7 @@ where
     S::Future: Send + 'static,
 {
     let guard = hot.track();
-    let handle = match (key, L::socket(&io)) {
+    let handle = match (key, L::socket(&io).map(|fd| fd.as_raw_fd())) {
         (Some(key), Some(fd)) => Some((key.clone(), fd)),
         _ => None,
     };

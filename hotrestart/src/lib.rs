@@ -72,5 +72,5 @@ pub use drain::{Phase, Shutdown, WorkGuard};
 pub use error::{Error, Result};
 pub use hotrestart_macros::{before_restart, hot_main, State};
 pub use lifecycle::{Hot, Restarted, MAX_GENERATIONS};
-pub use options::{parse_duration, Options, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READY_TIMEOUT};
+pub use options::{Options, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READY_TIMEOUT};
 pub use snapshot::{SnapshotReader, SnapshotWriter, State, FORMAT_VERSION};

@@ -55,6 +55,7 @@ const UNCLAIMED_CONNECTIONS: Duration = Duration::from_secs(5);
 
 /// The outcome of a successful hot restart.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Restarted {
     /// The process that handed over (this one, when returned by [`Hot::restart`]).
     pub old_pid: u32,
@@ -128,6 +129,17 @@ struct Inner {
 #[derive(Clone)]
 pub struct Hot {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hot")
+            .field("generation", &self.inner.generation)
+            .field("pid", &std::process::id())
+            .field("main_pid", &self.inner.notifier.main_pid())
+            .field("phase", &*self.inner.phase.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the process inherited, read before the runtime starts any thread.

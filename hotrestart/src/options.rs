@@ -11,6 +11,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How a hotrestart process behaves. Built by `#[hot_main(...)]`; each value can be overridden
 /// by the operator through an environment variable, which wins over the macro argument.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Spawn → READY budget of a successor (`HOTRESTART_READY_TIMEOUT`). Default 30s.
     pub ready_timeout: Duration,
@@ -45,7 +46,7 @@ impl Default for Options {
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h` (an integer and a unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -75,6 +75,14 @@ pub struct SnapshotWriter<'a> {
     count: u32,
 }
 
+impl std::fmt::Debug for SnapshotWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("fields", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> SnapshotWriter<'a> {
     /// Writes one field. `T`'s type name is stored with it to detect type changes.
     ///
@@ -204,6 +212,14 @@ struct Entry {
 /// A decoded snapshot; hands out fields by name.
 pub struct SnapshotReader {
     fields: BTreeMap<String, Entry>,
+}
+
+impl std::fmt::Debug for SnapshotReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReader")
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Reads the frame from `r`, checking as it goes; `Err(reason)`.
