@@ -9,31 +9,69 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A system call failed.
-    Io { context: String, source: io::Error },
+    Io {
+        /// What was being done.
+        context: String,
+        /// The system's error.
+        source: io::Error,
+    },
     /// A named listener could not be adopted or bound.
-    Listener { name: String, reason: String },
+    Listener {
+        /// The listener's name, as given to `hot.tcp`, `hot.unix` or `hot.udp`.
+        name: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The environment handed to this process (`LISTEN_FDS`, `HOTRESTART_*`) is malformed.
-    Environment { reason: String },
+    Environment {
+        /// Why, in words.
+        reason: String,
+    },
     /// A snapshot could not be decoded: corrupt, truncated, foreign, or from a newer format.
-    Snapshot { reason: String },
+    Snapshot {
+        /// Why, in words.
+        reason: String,
+    },
     /// A `#[persist]` field's type changed between the writer and this build.
     TypeChanged {
+        /// The field's name.
         field: String,
+        /// The type name the snapshot holds.
         stored: String,
+        /// The type name this build has.
         expected: String,
     },
     /// A `#[persist]` field's value could not be (de)serialized.
-    Field { field: String, reason: String },
+    Field {
+        /// The field's name.
+        field: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The state file could not be read or written.
-    StateFile { path: PathBuf, reason: String },
+    StateFile {
+        /// The state file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// The handoff with the other generation broke (protocol violation, timeout, early exit).
-    Handoff { reason: String },
+    Handoff {
+        /// Why, in words.
+        reason: String,
+    },
     /// A restart was triggered while another one was running.
     RestartInProgress,
     /// A restart was refused before it began (e.g. too many generations still alive).
-    Refused { reason: String },
+    Refused {
+        /// Why, in words.
+        reason: String,
+    },
     /// A restart was attempted and rolled back; the old process kept serving.
-    RolledBack { reason: String },
+    RolledBack {
+        /// Why, in words: the successor's exit, its REJECT, a timeout.
+        reason: String,
+    },
     /// The process is shutting down and takes no more restarts.
     ShuttingDown,
 }
@@ -96,4 +134,5 @@ impl std::error::Error for Error {
     }
 }
 
+/// `Result` with hotrestart's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -43,6 +43,7 @@ impl HookContext {
     label = "this return type"
 )]
 pub trait HookOutput {
+    /// `Ok` for success, `Err(message)` for a failure to log.
     fn into_result(self) -> Result<(), String>;
 }
 

@@ -44,7 +44,12 @@ use crate::{Hot, WorkGuard};
 /// listener that keeps their defaults (e.g. one whose connections are TLS streams, which
 /// cannot move) has its connections closed at a restart instead.
 pub trait Accept: Send + 'static {
+    /// An accepted connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Waits for the next connection.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: `serve` drops a pending accept when a handover begins.
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Io>> + Send;
 
     /// Names this listener the same way in the old and the new process (it is the same

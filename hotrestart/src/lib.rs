@@ -46,6 +46,8 @@
 //! Linux only (SCM_RIGHTS, `/proc/self/exe`). The book in `book/` is the guide.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod conns;
 pub mod control;
@@ -54,6 +56,7 @@ mod error;
 mod handoff;
 mod hooks;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod lifecycle;
 mod listeners;

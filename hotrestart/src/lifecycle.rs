@@ -1369,29 +1369,37 @@ pub struct MainOptions {
 }
 
 impl MainOptions {
+    /// The defaults: those of [`Options`], a multi-thread runtime, the supervisor by
+    /// environment.
     pub fn new() -> Self {
         Self::default()
     }
+    /// `#[hot_main(ready_timeout = ...)]`.
     pub fn ready_timeout(mut self, d: Duration) -> Self {
         self.options.ready_timeout = d;
         self
     }
+    /// `#[hot_main(drain_timeout = ...)]`.
     pub fn drain_timeout(mut self, d: Duration) -> Self {
         self.options.drain_timeout = d;
         self
     }
+    /// `#[hot_main(state_file = ...)]`.
     pub fn state_file(mut self, path: &'static str) -> Self {
         self.options.state_file = Some(PathBuf::from(path));
         self
     }
+    /// `#[hot_main(control_socket = ...)]`.
     pub fn control_socket(mut self, path: &'static str) -> Self {
         self.options.control_socket = Some(PathBuf::from(path));
         self
     }
+    /// Development mode: restart when the executable changes on disk.
     pub fn watch_exe(mut self, on: bool) -> Self {
         self.options.watch_exe = on;
         self
     }
+    /// `#[hot_main(hand_over_connections = ...)]`.
     pub fn hand_over_connections(mut self, on: bool) -> Self {
         self.options.hand_over_connections = on;
         self
@@ -1402,10 +1410,12 @@ impl MainOptions {
         self.supervisor = Some(on);
         self
     }
+    /// `#[hot_main(flavor = "current_thread")]`.
     pub fn current_thread(mut self) -> Self {
         self.current_thread = true;
         self
     }
+    /// `#[hot_main(worker_threads = ...)]`.
     pub fn worker_threads(mut self, n: usize) -> Self {
         self.worker_threads = Some(n);
         self
