@@ -210,6 +210,7 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
                 #(#asserts)*
             }
 
+            #[automatically_derived]
             impl #impl_generics #krate::__private::State for #name #ty_generics #where_clause {
                 fn save<'__hotrestart_a>(
                     &'__hotrestart_a self,
@@ -245,6 +246,7 @@ fn stub(krate: &TokenStream, input: &DeriveInput) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     quote! {
         const _: () = {
+            #[automatically_derived]
             impl #impl_generics #krate::__private::State for #name #ty_generics #where_clause {
                 fn save<'__hotrestart_a>(
                     &'__hotrestart_a self,

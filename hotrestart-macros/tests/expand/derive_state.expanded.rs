@@ -3,6 +3,7 @@ const _: () = {
         ::hotrestart::__private::assert_persist::<AtomicU64>();
         ::hotrestart::__private::assert_persist::<RwLock<HashMap<String, Session>>>();
     }
+    #[automatically_derived]
     impl ::hotrestart::__private::State for AppState {
         fn save<'__hotrestart_a>(
             &'__hotrestart_a self,
