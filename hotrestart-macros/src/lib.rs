@@ -70,8 +70,8 @@ use proc_macro::TokenStream;
 ///     }
 ///     ::hotrestart::__private::run_main(
 ///         ::hotrestart::__private::MainOptions::new()
-///             .ready_timeout(::core::time::Duration::from_millis(5000))
-///             .drain_timeout(::core::time::Duration::from_millis(250))
+///             .ready_timeout(::core::time::Duration::from_millis(5000u64))
+///             .drain_timeout(::core::time::Duration::from_millis(250u64))
 ///             .state_file("counter.state"),
 ///         |hot| main(hot),
 ///     )
@@ -109,7 +109,6 @@ pub fn hot_main(args: TokenStream, item: TokenStream) -> TokenStream {
 /// async fn flush(app: &App) -> Result<(), std::io::Error> {
 ///     app.journal.lock().await.flush().await
 /// }
-///
 /// const _: () = {
 ///     #[::hotrestart::__private::linkme::distributed_slice(::hotrestart::__private::HOOKS)]
 ///     #[linkme(crate = ::hotrestart::__private::linkme)]
@@ -117,12 +116,15 @@ pub fn hot_main(args: TokenStream, item: TokenStream) -> TokenStream {
 ///         name: ::core::concat!(::core::module_path!(), "::", "flush"),
 ///         run: __hotrestart_run,
 ///     };
-///
 ///     fn __hotrestart_run<'a>(
 ///         __hotrestart_cx: &'a ::hotrestart::__private::HookContext,
-///     ) -> ::hotrestart::__private::BoxFuture<'a, ::core::result::Result<(), ::std::string::String>> {
+///     ) -> ::hotrestart::__private::BoxFuture<
+///         'a,
+///         ::core::result::Result<(), ::std::string::String>,
+///     > {
 ///         ::std::boxed::Box::pin(async move {
-///             ::hotrestart::__private::HookOutput::into_result(flush(__hotrestart_cx.state::<App>()?).await)
+///             let __hotrestart_out = flush(__hotrestart_cx.state::<App>()?).await;
+///             ::hotrestart::__private::HookOutput::into_result(__hotrestart_out)
 ///         })
 ///     }
 /// };
@@ -161,23 +163,24 @@ pub fn before_restart(args: TokenStream, item: TokenStream) -> TokenStream {
 ///         ::hotrestart::__private::assert_persist::<AtomicU64>();
 ///         ::hotrestart::__private::assert_persist::<Mutex<HashMap<String, u64>>>();
 ///     }
-///
+///     #[automatically_derived]
 ///     impl ::hotrestart::__private::State for App {
-///         fn save(
-///             &self,
-///             __hotrestart_w: &mut ::hotrestart::__private::SnapshotWriter,
+///         fn save<'__hotrestart_a>(
+///             &'__hotrestart_a self,
+///             __hotrestart_w: &mut ::hotrestart::__private::SnapshotWriter<'__hotrestart_a>,
 ///         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
 ///             __hotrestart_w.field::<AtomicU64>("hits", &self.hits)?;
-///             __hotrestart_w.field::<Mutex<HashMap<String, u64>>>("sessions", &self.sessions)?;
+///             __hotrestart_w
+///                 .field::<Mutex<HashMap<String, u64>>>("sessions", &self.sessions)?;
 ///             ::core::result::Result::Ok(())
 ///         }
-///
 ///         fn restore(
 ///             &mut self,
 ///             __hotrestart_r: &mut ::hotrestart::__private::SnapshotReader,
 ///         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
 ///             let __hotrestart_hits = __hotrestart_r.take::<AtomicU64>("hits")?;
-///             let __hotrestart_sessions = __hotrestart_r.take::<Mutex<HashMap<String, u64>>>("sessions")?;
+///             let __hotrestart_sessions = __hotrestart_r
+///                 .take::<Mutex<HashMap<String, u64>>>("sessions")?;
 ///             if let ::core::option::Option::Some(__hotrestart_value) = __hotrestart_hits {
 ///                 self.hits = __hotrestart_value;
 ///             }
