@@ -1,0 +1,524 @@
+//! The lifecycle: start (adopt or bind), ready (restore state), restart (hand over or roll
+//! back), exit (drain, hooks, state file). [`Hot`] is the application's handle on it.
+//!
+//! One role per file: [`inherit`] (what the process was given), [`entry`] (`run_main`),
+//! [`trigger`] (the trigger loop), [`handover`] (the old process's side of a restart),
+//! [`takeover`] (the successor's side); this file holds the handle, [`Hot`], and its state.
+
+use std::any::Any;
+use std::ffi::OsString;
+use std::future::Future;
+use std::net::ToSocketAddrs;
+
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::conns::{Arrival, Inbox, Outbox};
+use crate::drain::{Phase, Shutdown, Tracker, WorkGuard};
+use crate::error::{Error, Result};
+use crate::hooks::{self, HookContext};
+use crate::listeners::Listeners;
+use crate::notify::Notifier;
+use crate::options::Options;
+use crate::snapshot::{self, State};
+use crate::{state_file, sys};
+
+mod entry;
+mod handover;
+mod inherit;
+mod takeover;
+mod trigger;
+
+use entry::watch_exe;
+pub use entry::{run_main, MainOptions};
+use takeover::UNCLAIMED_CONNECTIONS;
+
+/// Most generations alive at once: at a trigger, older generations still draining plus this
+/// one plus the successor. With 3, a restart may begin while one older generation drains.
+pub const MAX_GENERATIONS: usize = 3;
+
+/// The outcome of a successful hot restart.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Restarted {
+    /// The process that handed over (this one, when returned by [`Hot::restart`]).
+    pub old_pid: u32,
+    /// The process now serving.
+    pub new_pid: u32,
+    /// The successor's generation (this process's plus one).
+    pub generation: u64,
+    /// Trigger to READY, the successor's initialisation included.
+    pub elapsed: Duration,
+    /// Quiesce to READY: how long no process accepted connections (they queued in the kernel).
+    pub accept_gap: Duration,
+    /// Size of the `#[persist]` snapshot handed over.
+    pub state_bytes: usize,
+    /// Open HTTP/1.1 connections handed to the successor.
+    pub connections: usize,
+}
+
+/// Why this process is ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Running,
+    HandedOver,
+    Terminated,
+}
+
+struct ReadyState {
+    save: Arc<dyn State>,
+    any: Arc<dyn Any + Send + Sync>,
+}
+
+/// The outcome, and a unit of live work that keeps this process from exiting before the caller
+/// has passed the outcome on (e.g. written it to the control socket).
+type RestartReply = oneshot::Sender<(Result<Restarted>, WorkGuard)>;
+
+struct Inner {
+    options: Options,
+    generation: u64,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    /// `HOTRESTART_*` operator settings, removed from our environment, passed to successors.
+    operator_env: Vec<(OsString, OsString)>,
+    notifier: Notifier,
+    listeners: Mutex<Listeners>,
+    adopt_error: Mutex<Option<Error>>,
+    notes: Mutex<Vec<String>>,
+    predecessor: Mutex<Option<StdUnixStream>>,
+    phase: watch::Sender<Phase>,
+    work: Tracker,
+    ready: OnceLock<ReadyState>,
+    ready_tx: watch::Sender<bool>,
+    restart_tx: mpsc::Sender<RestartReply>,
+    exit: Mutex<Exit>,
+    started: Instant,
+    /// Older generations, possibly still draining: they count against [`MAX_GENERATIONS`].
+    ancestors: Vec<u32>,
+    /// One line per restart this process attempted.
+    history: Mutex<Vec<String>>,
+    /// The pid of the successor being started, while it is not committed (0: none). It stays
+    /// our unreaped child meanwhile, so the pid cannot be another process's.
+    successor: std::sync::atomic::AtomicU32,
+    /// False when a bad state file could not be moved aside: it must then not be overwritten.
+    state_file_writable: AtomicBool,
+    /// Connections parked for the successor during a handover.
+    outbox: Outbox,
+    /// Connections received from the previous process, until `http::serve` claims them.
+    inbox: Inbox,
+}
+
+/// The application's handle on hotrestart: listeners, readiness, restarts, shutdown.
+/// Cheap to clone. `#[hot_main]` gives one to `main`.
+#[derive(Clone)]
+pub struct Hot {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hot")
+            .field("generation", &self.inner.generation)
+            .field("pid", &std::process::id())
+            .field("main_pid", &self.inner.notifier.main_pid())
+            .field("phase", &*self.inner.phase.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hot {
+    /// This process's generation: 0 for a first start, +1 at each hot restart.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// The current timeouts and state file.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    fn adopt_error(&self) -> Result<()> {
+        self.flush_notes();
+        match self.inner.adopt_error.lock().unwrap().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_notes(&self) {
+        for note in self.inner.notes.lock().unwrap().drain(..) {
+            tracing::info!("{note}");
+        }
+    }
+
+    /// The TCP listener named `name`: inherited after a hot restart or from socket activation,
+    /// bound to `addr` at a first start (with `SO_REUSEADDR` and a backlog of 1024).
+    pub fn tcp(&self, name: &str, addr: impl ToSocketAddrs) -> Result<tokio::net::TcpListener> {
+        self.adopt_error()?;
+        self.inner.listeners.lock().unwrap().tcp(name, addr)
+    }
+
+    /// The Unix-domain stream listener named `name`, bound at `path` at a first start. The path
+    /// is never unlinked on handover.
+    pub fn unix(&self, name: &str, path: impl AsRef<Path>) -> Result<tokio::net::UnixListener> {
+        self.adopt_error()?;
+        self.inner
+            .listeners
+            .lock()
+            .unwrap()
+            .unix(name, path.as_ref())
+    }
+
+    /// The UDP socket named `name`, bound to `addr` at a first start.
+    pub fn udp(&self, name: &str, addr: impl ToSocketAddrs) -> Result<tokio::net::UdpSocket> {
+        self.adopt_error()?;
+        self.inner.listeners.lock().unwrap().udp(name, addr)
+    }
+
+    /// Declares this process initialised and restores its `#[persist]` state into `state`.
+    ///
+    /// Call it once, after the slow part of start-up (configuration, pools, warm-up) and just
+    /// before serving. After a hot restart this is where the previous process quiesces and
+    /// hands over its snapshot; the accept gap is the time spent here. At a first start the
+    /// state comes from the state file, if one is configured and present. Returns the state,
+    /// shared, which is also what the next handover snapshots.
+    ///
+    /// Fails when the snapshot cannot be restored (e.g. a `#[persist]` field changed type):
+    /// the previous process then keeps serving, and this one should exit.
+    pub async fn ready<S: State>(&self, mut state: S) -> Result<Arc<S>> {
+        self.flush_notes();
+        if self.inner.ready.get().is_some() {
+            return Err(Error::handoff("Hot::ready was called twice"));
+        }
+        // Claimed before unclaimed inherited sockets are closed: it is one of them.
+        let control = match &self.inner.options.control_socket {
+            Some(path) => Some(self.control_listener(path)?),
+            None => None,
+        };
+        let predecessor = self.inner.predecessor.lock().unwrap().take();
+        match predecessor {
+            Some(chan) => {
+                let span = tracing::info_span!("take_over", new_generation = self.inner.generation);
+                tracing::Instrument::instrument(self.take_over(chan, &mut state), span).await?
+            }
+            None => {
+                self.cold_restore(&mut state);
+                self.close_unclaimed();
+                self.inner.notifier.ready();
+            }
+        }
+        let state = Arc::new(state);
+        let save: Arc<dyn State> = state.clone();
+        let any: Arc<dyn Any + Send + Sync> = state.clone();
+        let _ = self.inner.ready.set(ReadyState { save, any });
+        self.inner.ready_tx.send_replace(true);
+        self.write_pid_file();
+        if let Some(control) = control {
+            tokio::spawn(crate::control::serve(self.clone(), control));
+        }
+        if self.inner.options.watch_exe {
+            tokio::spawn(watch_exe(self.clone()));
+        }
+        if self.inner.inbox.len() > 0 {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(UNCLAIMED_CONNECTIONS).await;
+                for (listener, n) in inner.inbox.close_unclaimed() {
+                    tracing::warn!(
+                        listener,
+                        "closed {n} connection(s) handed over by the previous process: no hotrestart::http::serve on that listener claimed them within {UNCLAIMED_CONNECTIONS:?}"
+                    );
+                }
+            });
+        }
+        tracing::info!(
+            generation = self.inner.generation,
+            pid = std::process::id(),
+            "ready"
+        );
+        Ok(state)
+    }
+    /// Connections handed over from the previous process that arrived on the listener known
+    /// as `key`; each is given out once.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn claim_connections(&self, key: &str) -> Vec<Arrival> {
+        self.inner.inbox.claim(key)
+    }
+
+    /// The round of connections parked for a successor.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    fn control_listener(&self, path: &Path) -> Result<tokio::net::UnixListener> {
+        use std::os::unix::fs::PermissionsExt;
+        let listener = self.unix(crate::control::LISTENER_NAME, path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("control socket {}", path.display()), e))?;
+        Ok(listener)
+    }
+
+    /// One line for `hotrestart-ctl status`.
+    pub(crate) fn status_line(&self) -> String {
+        let history = self.inner.history.lock().unwrap().clone();
+        format!(
+            "generation={} pid={} uptime_s={:.1} phase={:?} restarts_attempted={} history={:?} main_pid={}\n",
+            self.inner.generation,
+            std::process::id(),
+            self.inner.started.elapsed().as_secs_f64(),
+            *self.inner.phase.borrow(),
+            history.len(),
+            history,
+            self.inner.notifier.main_pid()
+        )
+    }
+
+    /// Each generation rewrites the PID file (atomically) once it serves.
+    fn write_pid_file(&self) {
+        let path = self
+            .inner
+            .operator_env
+            .iter()
+            .find(|(k, _)| k == sys::ENV_PID_FILE);
+        if let Some((_, path)) = path {
+            let pid = format!("{}\n", std::process::id());
+            if let Err(e) = state_file::write_atomic_mode(Path::new(path), pid.as_bytes(), 0o644) {
+                tracing::warn!("PID file not written: {e}");
+            }
+        }
+    }
+
+    fn close_unclaimed(&self) {
+        let names = self.inner.listeners.lock().unwrap().close_unclaimed();
+        if !names.is_empty() {
+            tracing::info!(?names, "closed inherited sockets that nothing claimed");
+        }
+    }
+
+    fn cold_restore(&self, state: &mut dyn State) {
+        let Some(path) = &self.inner.options.state_file else {
+            return;
+        };
+        let failure = match state_file::read(path) {
+            Ok(None) => {
+                tracing::info!(path = %path.display(), "no state file: starting with the initial state");
+                return;
+            }
+            Ok(Some(bytes)) => match snapshot::restore(state, bytes) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "state restored from the state file");
+                    return;
+                }
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        match state_file::set_aside(path) {
+            Ok(aside) => tracing::warn!(
+                "state file {} is unusable ({failure}): moved to {}; starting with the initial state",
+                path.display(),
+                aside.display()
+            ),
+            Err(e) => {
+                self.inner.state_file_writable.store(false, Ordering::Relaxed);
+                tracing::error!(
+                    "state file {} is unusable ({failure}) and could not be moved aside ({e}): starting with the initial state; the file will not be overwritten",
+                    path.display()
+                )
+            }
+        }
+    }
+
+    /// Triggers a hot restart and waits for its outcome: `Ok` once the successor is READY (this
+    /// process then drains and exits), [`Error::RolledBack`] if it failed (this process keeps
+    /// serving), [`Error::RestartInProgress`] if one is already running, [`Error::Refused`] if
+    /// too many older generations are still draining.
+    ///
+    /// Do not await it inside a request handler served by [`http::serve`](crate::http::serve):
+    /// the handover waits for open connections to finish, that one included, so the snapshot
+    /// would only be taken at the drain timeout. Spawn it and answer at once (the `probe`
+    /// example's `POST /restart` does so), or use the control socket.
+    pub async fn restart(&self) -> Result<Restarted> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .restart_tx
+            .send(tx)
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?.0
+    }
+
+    /// [`Hot::restart`], plus a guard that keeps this process alive until it is dropped.
+    pub(crate) async fn restart_tracked(&self) -> (Result<Restarted>, Option<WorkGuard>) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.restart_tx.send(tx).await.is_err() {
+            return (Err(Error::ShuttingDown), None);
+        }
+        match rx.await {
+            Ok((outcome, guard)) => (outcome, Some(guard)),
+            Err(_) => (Err(Error::ShuttingDown), None),
+        }
+    }
+
+    /// Resolves when this process stops for good: after a committed handover, or on
+    /// SIGTERM/SIGINT. For `axum::serve(..).with_graceful_shutdown(hot.shutdown())`; prefer
+    /// [`http::serve`](crate::http::serve), which also pauses accepting during a handover.
+    pub fn shutdown(&self) -> Shutdown {
+        Shutdown::new(self.inner.phase.subscribe())
+    }
+
+    /// Watches the [`Phase`]: custom accept loops stop accepting while it is not `Serving`.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.subscribe()
+    }
+
+    /// Marks one unit of live work (an accept loop, a connection). The snapshot of a handover
+    /// waits, up to the drain timeout, until every guard is dropped.
+    pub fn track(&self) -> WorkGuard {
+        self.inner.work.enter()
+    }
+
+    /// Waits for live work to end, up to the drain timeout; returns what is still live.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) async fn inner_work_idle(&self) -> usize {
+        self.inner
+            .work
+            .drained(self.inner.options.drain_timeout)
+            .await
+    }
+
+    /// Records a connection closed while still busy at the drain timeout.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn connection_cut(&self) {
+        self.inner.work.cut_one();
+    }
+
+    /// Logs, once, the connections cut at the drain timeout since the last call.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn report_cut(&self, when: &str) {
+        let cut = self.inner.work.take_unreported_cut();
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "{cut} connection(s) still busy at the drain timeout ({:?}) were closed {when}",
+                self.inner.options.drain_timeout
+            );
+        }
+    }
+
+    async fn run_body<F, Fut>(&self, body: F) -> Fut::Output
+    where
+        F: FnOnce(Hot) -> Fut,
+        Fut: Future,
+    {
+        let body = body(self.clone());
+        tokio::pin!(body);
+        let grace = self.inner.options.drain_timeout + Duration::from_secs(1);
+        let overdue = async {
+            self.shutdown().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            out = &mut body => out,
+            () = overdue => {
+                tracing::warn!("main did not return within the drain timeout after shutdown: exiting");
+                self.finish().await;
+                std::process::exit(0);
+            }
+        }
+    }
+
+    /// After `main`'s body: unless the process handed over, drain, run the hooks and save state.
+    async fn finish(&self) {
+        let exit = *self.inner.exit.lock().unwrap();
+        self.inner.phase.send_replace(Phase::Stopping);
+        if exit == Exit::HandedOver {
+            let left = self
+                .inner
+                .work
+                .drained(self.inner.options.drain_timeout)
+                .await;
+            tracing::info!(
+                generation = self.inner.generation,
+                left,
+                "handed over; exiting"
+            );
+            return;
+        }
+        let Some(ready) = self.inner.ready.get() else {
+            return;
+        };
+        let left = self
+            .inner
+            .work
+            .drained(self.inner.options.drain_timeout)
+            .await;
+        if left > 0 {
+            tracing::warn!(left, "work still live after the drain timeout");
+        }
+        hooks::run_all(
+            &HookContext {
+                state: ready.any.clone(),
+            },
+            "exit",
+        )
+        .await;
+        let Some(path) = &self.inner.options.state_file else {
+            return;
+        };
+        if !self.inner.state_file_writable.load(Ordering::Relaxed) {
+            tracing::error!(path = %path.display(), "not writing the state file: an unusable one is in the way");
+            return;
+        }
+        let saved = snapshot::encode(&*ready.save).and_then(|snap| {
+            let parts: Vec<&[u8]> = snap.slices().collect();
+            state_file::write_atomic_parts(path, &parts, 0o600).map(|()| snap.len())
+        });
+        match saved {
+            Ok(bytes) => tracing::info!(path = %path.display(), state_bytes = bytes, "state saved"),
+            Err(e) => tracing::error!("state not saved: {e}"),
+        }
+    }
+}
+
+impl Inner {
+    /// SIGKILLs the successor of the restart in progress, if there is one.
+    fn kill_successor(&self) {
+        let pid = self.successor.swap(0, Ordering::Relaxed);
+        if pid != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// Older generations still running (not exited, not zombies, and still our executable, so a
+    /// recycled pid does not count).
+    fn live_ancestors(&self) -> Vec<u32> {
+        let exe = self.exe.to_string_lossy().into_owned();
+        self.ancestors
+            .iter()
+            .copied()
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
+                let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.to_string_lossy().starts_with(&exe))
+                    .unwrap_or(false);
+                matches!(state, Some(s) if s != 'Z') && ours
+            })
+            .collect()
+    }
+}
+
+/// A duration in milliseconds, to the microsecond, for log fields.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

@@ -1,0 +1,246 @@
+//! The successor's side of a hot restart: PREPARED, the snapshot, the connections, READY.
+
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use crate::conns::Arrival;
+use crate::error::{Error, Result};
+use crate::handoff::{self};
+use crate::notify::Notifier;
+use crate::options::Options;
+use crate::snapshot::{SnapshotReader, State};
+
+use super::{millis, Hot};
+use crate::handoff::MAX_SNAPSHOT;
+
+/// What a successor offers in PREPARED: it takes open connections if it can serve them (and
+/// its operator did not turn that off); it announces itself to its supervisor if it has one.
+fn capabilities(options: &Options, notifier: &Notifier) -> u8 {
+    let connections = if cfg!(feature = "http") && options.hand_over_connections {
+        handoff::CAP_CONNECTIONS
+    } else {
+        0
+    };
+    let announces = if notifier.supervised() {
+        handoff::CAP_ANNOUNCES
+    } else {
+        0
+    };
+    connections | announces
+}
+
+/// How long handed-over connections wait for a `serve` on their listener before being closed.
+pub(super) const UNCLAIMED_CONNECTIONS: Duration = Duration::from_secs(5);
+
+impl Hot {
+    pub(super) async fn take_over<S: State>(
+        &self,
+        chan: StdUnixStream,
+        state: &mut S,
+    ) -> Result<()> {
+        chan.set_nonblocking(true)
+            .map_err(|e| Error::io("handoff channel", e))?;
+        let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
+        let limit = self.inner.options.ready_timeout;
+        let started = Instant::now();
+        let offered = capabilities(&self.inner.options, &self.inner.notifier);
+        // Whether CONNECTIONS frames follow the snapshot: the previous process says so in a
+        // PLAN frame before it. One that sends none (an older version, or hand-over turned off
+        // there) sends SNAPSHOT right away, and no connections.
+        let mut planned = 0u8;
+        let header = tokio::time::timeout(limit, async {
+            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[offered]).await?;
+            let header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await?;
+            if header.0 != handoff::TAG_PLAN {
+                return Ok(header);
+            }
+            let plan =
+                handoff::read_frame_payload(&mut chan, header.1, handoff::MAX_CONTROL).await?;
+            planned = plan.first().copied().unwrap_or(0) & offered & handoff::CAP_CONNECTIONS;
+            handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
+        })
+        .await;
+        let vanished = match header {
+            Ok(Ok((handoff::TAG_SNAPSHOT, len))) => {
+                let (back, received) =
+                    receive_snapshot(chan, len, limit.saturating_sub(started.elapsed())).await?;
+                chan = back;
+                match received {
+                    Received::Snapshot(mut reader) => {
+                        if let Err(e) = state.restore(&mut reader) {
+                            tracing::error!("refusing the previous process's snapshot: {e}");
+                            let _ = handoff::write_frame(
+                                &mut chan,
+                                handoff::TAG_REJECT,
+                                e.to_string().as_bytes(),
+                            )
+                            .await;
+                            return Err(e);
+                        }
+                        reader.log_ignored();
+                        tracing::info!(
+                            state_bytes = len,
+                            "state received from the previous process"
+                        );
+                        if planned & handoff::CAP_CONNECTIONS != 0 {
+                            if let Err(e) = self.receive_connections(&mut chan).await {
+                                tracing::error!("refusing the previous process's connections: {e}");
+                                let _ = handoff::write_frame(
+                                    &mut chan,
+                                    handoff::TAG_REJECT,
+                                    e.to_string().as_bytes(),
+                                )
+                                .await;
+                                return Err(e);
+                            }
+                        }
+                        None
+                    }
+                    Received::Corrupt(e) => {
+                        tracing::error!("refusing the previous process's snapshot: {e}");
+                        let _ = handoff::write_frame(
+                            &mut chan,
+                            handoff::TAG_REJECT,
+                            e.to_string().as_bytes(),
+                        )
+                        .await;
+                        return Err(e);
+                    }
+                    Received::Cut(why) => Some(why),
+                }
+            }
+            Ok(Ok((tag, _))) => {
+                let e =
+                    Error::handoff(format!("expected SNAPSHOT, got {}", handoff::tag_name(tag)));
+                let _ =
+                    handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes())
+                        .await;
+                return Err(e);
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no snapshot within {limit:?}")),
+        };
+        if let Some(why) = vanished {
+            tracing::warn!("the previous process went away before handing over its state ({why}): falling back to the state file, else the initial state");
+            self.cold_restore(state);
+        }
+        self.close_unclaimed();
+        // Announced before READY reaches the previous process, which may exit right after:
+        // whoever follows the service (the supervisor, systemd) learns of this process first.
+        self.inner.notifier.ready();
+        if let Err(e) = handoff::write_frame(&mut chan, handoff::TAG_READY, &[]).await {
+            tracing::warn!("could not report READY to the previous process ({e}); serving anyway");
+        }
+        Ok(())
+    }
+
+    /// Reads the CONNECTIONS frames that follow the snapshot into the inbox.
+    async fn receive_connections(&self, chan: &mut UnixStream) -> Result<()> {
+        let started = Instant::now();
+        let limit = self.inner.options.ready_timeout;
+        let mut count = 0usize;
+        loop {
+            let frame = tokio::time::timeout(limit, handoff::recv_connections(chan))
+                .await
+                .map_err(|_| Error::handoff(format!("no CONNECTIONS within {limit:?}")))?;
+            let (last, batch) = match frame {
+                Ok(frame) => frame,
+                Err(handoff::ConnectionsError::Refused(why)) => return Err(Error::handoff(why)),
+                Err(handoff::ConnectionsError::Gone(why)) => {
+                    // The state is restored and the listeners are ours: serve, with the
+                    // connections that arrived (the others died with the previous process).
+                    tracing::warn!(
+                        received = count,
+                        "the previous process went away while handing over its connections ({why}): serving those received"
+                    );
+                    break;
+                }
+            };
+            count += batch.len();
+            for (entry, fd) in batch {
+                self.inner.inbox.put(
+                    entry.key,
+                    Arrival {
+                        fd,
+                        prefix: entry.prefix,
+                    },
+                );
+            }
+            if last {
+                break;
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                connections = count,
+                elapsed_ms = millis(started.elapsed()),
+                "open connections received from the previous process"
+            );
+        }
+        Ok(())
+    }
+}
+
+enum Received {
+    Snapshot(SnapshotReader),
+    /// The data is wrong: the successor must refuse it.
+    Corrupt(Error),
+    /// The channel ended or stalled: the previous process is gone or hung.
+    Cut(String),
+}
+
+/// Snapshots up to this size are read whole and decoded in place: cheaper than a blocking thread.
+const SMALL_SNAPSHOT: u64 = 256 << 10;
+
+/// Reads a snapshot of `len` bytes from the channel. A small one is read whole; a large one is
+/// read field by field on a blocking thread (the decoder is synchronous; no frame-sized buffer
+/// is ever allocated). Gives the channel back.
+async fn receive_snapshot(
+    mut chan: UnixStream,
+    len: u64,
+    limit: Duration,
+) -> Result<(UnixStream, Received)> {
+    if len <= SMALL_SNAPSHOT {
+        use tokio::io::AsyncReadExt;
+        let mut frame = vec![0u8; len as usize];
+        let received = match tokio::time::timeout(limit, chan.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => match SnapshotReader::new(frame) {
+                Ok(reader) => Received::Snapshot(reader),
+                Err(e) => Received::Corrupt(e),
+            },
+            Ok(Err(e)) => Received::Cut(format!("SNAPSHOT frame truncated: {e}")),
+            Err(_) => Received::Cut(format!("SNAPSHOT frame not received within {limit:?}")),
+        };
+        return Ok((chan, received));
+    }
+    let std = chan
+        .into_std()
+        .map_err(|e| Error::io("handoff channel", e))?;
+    std.set_nonblocking(false)
+        .map_err(|e| Error::io("handoff channel", e))?;
+    std.set_read_timeout(Some(limit.max(Duration::from_millis(1))))
+        .map_err(|e| Error::io("handoff channel", e))?;
+    let (std, received) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut frame = (&std).take(len);
+        let parsed = SnapshotReader::read_from(&mut frame);
+        let left = frame.limit();
+        let received = match parsed {
+            Ok(reader) if left == 0 => Received::Snapshot(reader),
+            Ok(_) => Received::Corrupt(Error::snapshot(format!("{left} bytes left in the SNAPSHOT frame after the snapshot"))),
+            Err(Error::Snapshot { reason }) if reason.starts_with("truncated") || reason.starts_with("reading") => {
+                Received::Cut(format!("SNAPSHOT frame truncated: the channel closed after {} of {len} bytes ({reason})", len - left))
+            }
+            Err(e) => Received::Corrupt(e),
+        };
+        (std, received)
+    })
+    .await
+    .map_err(|e| Error::handoff(format!("snapshot reader: {e}")))?;
+    std.set_nonblocking(true)
+        .map_err(|e| Error::io("handoff channel", e))?;
+    let chan = UnixStream::from_std(std).map_err(|e| Error::io("handoff channel", e))?;
+    Ok((chan, received))
+}
