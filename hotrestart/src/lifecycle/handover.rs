@@ -36,11 +36,19 @@ impl Drop for Successor {
 /// One hot restart: spawn, HELLO, wait for PREPARED, quiesce, hooks, SNAPSHOT, wait for READY.
 /// Any failure kills the successor, resumes accepting, and logs one line.
 pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
-    let started = Instant::now();
-    let generation = inner.generation + 1;
-    let mut successor = None;
-    let mut quiesced_at = None;
-    let result = handover(inner, generation, started, &mut successor, &mut quiesced_at).await;
+    let mut attempt = Attempt {
+        generation: inner.generation + 1,
+        started: Instant::now(),
+        successor: None,
+        quiesced_at: None,
+    };
+    let result = attempt.handover(inner).await;
+    let Attempt {
+        generation,
+        started,
+        successor,
+        quiesced_at,
+    } = attempt;
     // Committed, or about to be killed and reaped here: not to be killed by pid any more.
     inner.successor.store(0, Ordering::Relaxed);
     match result {
@@ -125,121 +133,129 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
     }
 }
 
-async fn handover(
-    inner: &Inner,
+/// The state of one restart, in one place: what it is, since when, the successor it started,
+/// and when this process stopped accepting.
+struct Attempt {
     generation: u64,
     started: Instant,
-    successor: &mut Option<Successor>,
-    quiesced_at: &mut Option<Instant>,
-) -> Result<Delivered, String> {
-    let ready = inner.ready.get().ok_or("the service is not ready yet")?;
-    inner.notifier.reloading();
-    let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
-    let (ours, theirs) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let child = spawn(inner, &theirs, generation)
-        .map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
-    drop(theirs);
-    let pid = child.id().unwrap_or(0);
-    inner.successor.store(pid, Ordering::Relaxed);
-    let s = successor.insert(Successor {
-        child: Some(child),
-        pid,
-    });
-    tracing::info!(pid, generation, "successor started");
-    let child = s.child.as_mut().expect("armed");
-    let hello = {
-        let listeners = inner.listeners.lock().unwrap();
-        let mut draining = vec![std::process::id()];
-        draining.extend(inner.live_ancestors());
-        handoff::send_hello(&ours, generation, listeners.active(), &draining)
-    };
-    if let Err(e) = hello {
-        return Err(broken(child, pid, "before HELLO", e).await);
-    }
-    ours.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut chan = UnixStream::from_std(ours).map_err(|e| e.to_string())?;
+    successor: Option<Successor>,
+    quiesced_at: Option<Instant>,
+}
 
-    let capabilities = expect(
-        &mut chan,
-        child,
-        pid,
-        deadline,
-        inner.options.ready_timeout,
-        handoff::TAG_PREPARED,
-    )
-    .await?
-    .first()
-    .copied()
-    .unwrap_or(0);
-    // Connections are handed over if the successor offered to take them; PLAN tells it that
-    // CONNECTIONS frames (maybe none) will follow the snapshot.
-    let hand_connections =
-        inner.options.hand_over_connections && capabilities & handoff::CAP_CONNECTIONS != 0;
-    if hand_connections {
-        inner.outbox.open();
-    }
-    tracing::debug!(
-        pid,
-        init_ms = millis(started.elapsed()),
-        "successor prepared: quiescing"
-    );
-
-    *quiesced_at = Some(Instant::now());
-    inner.phase.send_replace(Phase::Quiesced);
-    let busy = inner.work.idle(inner.options.drain_timeout).await;
-    inner.work.reported(busy);
-    let left = busy + inner.work.take_cut();
-    if left > 0 {
-        tracing::warn!(
-            left,
-            "{left} connection(s) still busy at the drain timeout ({:?}): the snapshot is taken without waiting for them; what they change from now on is lost",
-            inner.options.drain_timeout
-        );
-    }
-    hooks::run_all(
-        &HookContext {
-            state: ready.any.clone(),
-        },
-        "restart",
-    )
-    .await;
-    let frame =
-        snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
-    if hand_connections {
-        if let Err(e) =
-            handoff::write_frame(&mut chan, handoff::TAG_PLAN, &[handoff::CAP_CONNECTIONS]).await
-        {
-            return Err(broken(child, pid, "before the snapshot", e).await);
+impl Attempt {
+    /// The protocol, top to bottom; an `Err` is the one-line reason for the rollback.
+    async fn handover(&mut self, inner: &Inner) -> Result<Delivered, String> {
+        let (generation, started) = (self.generation, self.started);
+        let ready = inner.ready.get().ok_or("the service is not ready yet")?;
+        inner.notifier.reloading();
+        let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
+        let (ours, theirs) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let child = spawn(inner, &theirs, generation)
+            .map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
+        drop(theirs);
+        let pid = child.id().unwrap_or(0);
+        inner.successor.store(pid, Ordering::Relaxed);
+        let s = self.successor.insert(Successor {
+            child: Some(child),
+            pid,
+        });
+        tracing::info!(pid, generation, "successor started");
+        let child = s.child.as_mut().expect("armed");
+        let hello = {
+            let listeners = inner.listeners.lock().unwrap();
+            let mut draining = vec![std::process::id()];
+            draining.extend(inner.live_ancestors());
+            handoff::send_hello(&ours, generation, listeners.active(), &draining)
+        };
+        if let Err(e) = hello {
+            return Err(broken(child, pid, "before HELLO", e).await);
         }
-    }
-    deliver(&mut chan, child, pid, deadline, Delivery::Snapshot(&frame)).await?;
-    let mut connections = 0;
-    if hand_connections {
-        let parcels = inner.outbox.take();
-        connections = parcels.len();
-        deliver(
+        ours.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut chan = UnixStream::from_std(ours).map_err(|e| e.to_string())?;
+
+        let capabilities = expect(
             &mut chan,
             child,
             pid,
             deadline,
-            Delivery::Connections(&parcels),
+            inner.options.ready_timeout,
+            handoff::TAG_PREPARED,
+        )
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(0);
+        // Connections are handed over if the successor offered to take them; PLAN tells it that
+        // CONNECTIONS frames (maybe none) will follow the snapshot.
+        let hand_connections =
+            inner.options.hand_over_connections && capabilities & handoff::CAP_CONNECTIONS != 0;
+        if hand_connections {
+            inner.outbox.open();
+        }
+        tracing::debug!(
+            pid,
+            init_ms = millis(started.elapsed()),
+            "successor prepared: quiescing"
+        );
+
+        self.quiesced_at = Some(Instant::now());
+        inner.phase.send_replace(Phase::Quiesced);
+        let busy = inner.work.idle(inner.options.drain_timeout).await;
+        inner.work.reported(busy);
+        let left = busy + inner.work.take_cut();
+        if left > 0 {
+            tracing::warn!(
+            left,
+            "{left} connection(s) still busy at the drain timeout ({:?}): the snapshot is taken without waiting for them; what they change from now on is lost",
+            inner.options.drain_timeout
+        );
+        }
+        hooks::run_all(
+            &HookContext {
+                state: ready.any.clone(),
+            },
+            "restart",
+        )
+        .await;
+        let frame =
+            snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
+        if hand_connections {
+            if let Err(e) =
+                handoff::write_frame(&mut chan, handoff::TAG_PLAN, &[handoff::CAP_CONNECTIONS])
+                    .await
+            {
+                return Err(broken(child, pid, "before the snapshot", e).await);
+            }
+        }
+        deliver(&mut chan, child, pid, deadline, Delivery::Snapshot(&frame)).await?;
+        let mut connections = 0;
+        if hand_connections {
+            let parcels = inner.outbox.take();
+            connections = parcels.len();
+            deliver(
+                &mut chan,
+                child,
+                pid,
+                deadline,
+                Delivery::Connections(&parcels),
+            )
+            .await?;
+        }
+        expect(
+            &mut chan,
+            child,
+            pid,
+            deadline,
+            inner.options.ready_timeout,
+            handoff::TAG_READY,
         )
         .await?;
+        Ok(Delivered {
+            state_bytes: frame.len(),
+            connections,
+            announces: capabilities & handoff::CAP_ANNOUNCES != 0,
+        })
     }
-    expect(
-        &mut chan,
-        child,
-        pid,
-        deadline,
-        inner.options.ready_timeout,
-        handoff::TAG_READY,
-    )
-    .await?;
-    Ok(Delivered {
-        state_bytes: frame.len(),
-        connections,
-        announces: capabilities & handoff::CAP_ANNOUNCES != 0,
-    })
 }
 
 /// What a committed handover delivered.

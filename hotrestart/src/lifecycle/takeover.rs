@@ -70,14 +70,7 @@ impl Hot {
                 match received {
                     Received::Snapshot(mut reader) => {
                         if let Err(e) = state.restore(&mut reader) {
-                            tracing::error!("refusing the previous process's snapshot: {e}");
-                            let _ = handoff::write_frame(
-                                &mut chan,
-                                handoff::TAG_REJECT,
-                                e.to_string().as_bytes(),
-                            )
-                            .await;
-                            return Err(e);
+                            return Err(reject(&mut chan, "snapshot", e).await);
                         }
                         reader.log_ignored();
                         tracing::info!(
@@ -86,38 +79,19 @@ impl Hot {
                         );
                         if planned & handoff::CAP_CONNECTIONS != 0 {
                             if let Err(e) = self.receive_connections(&mut chan).await {
-                                tracing::error!("refusing the previous process's connections: {e}");
-                                let _ = handoff::write_frame(
-                                    &mut chan,
-                                    handoff::TAG_REJECT,
-                                    e.to_string().as_bytes(),
-                                )
-                                .await;
-                                return Err(e);
+                                return Err(reject(&mut chan, "connections", e).await);
                             }
                         }
                         None
                     }
-                    Received::Corrupt(e) => {
-                        tracing::error!("refusing the previous process's snapshot: {e}");
-                        let _ = handoff::write_frame(
-                            &mut chan,
-                            handoff::TAG_REJECT,
-                            e.to_string().as_bytes(),
-                        )
-                        .await;
-                        return Err(e);
-                    }
+                    Received::Corrupt(e) => return Err(reject(&mut chan, "snapshot", e).await),
                     Received::Cut(why) => Some(why),
                 }
             }
             Ok(Ok((tag, _))) => {
                 let e =
                     Error::handoff(format!("expected SNAPSHOT, got {}", handoff::tag_name(tag)));
-                let _ =
-                    handoff::write_frame(&mut chan, handoff::TAG_REJECT, e.to_string().as_bytes())
-                        .await;
-                return Err(e);
+                return Err(reject(&mut chan, "snapshot", e).await);
             }
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some(format!("no snapshot within {limit:?}")),
@@ -243,4 +217,12 @@ async fn receive_snapshot(
         .map_err(|e| Error::io("handoff channel", e))?;
     let chan = UnixStream::from_std(std).map_err(|e| Error::io("handoff channel", e))?;
     Ok((chan, received))
+}
+
+/// Refuses what the previous process sent: one log line, a REJECT with the reason (so the old
+/// process can say why it rolls back), and the error to return.
+async fn reject(chan: &mut UnixStream, what: &str, e: Error) -> Error {
+    tracing::error!("refusing the previous process's {what}: {e}");
+    let _ = handoff::write_frame(chan, handoff::TAG_REJECT, e.to_string().as_bytes()).await;
+    e
 }
