@@ -1,0 +1,344 @@
+//! One connection's life: served, parked between two requests for the successor, given back
+//! on a rollback, or drained.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, Version};
+use axum::response::Response;
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower_service::Service;
+
+use super::activity::Activity;
+use super::activity::InFlight;
+use super::activity::RequestBody;
+use super::activity::TrackedBody;
+use super::wire::detect;
+use super::wire::Wire;
+use super::Accept;
+use crate::conns::{Parcel, Verdict};
+use crate::drain::Phase;
+use crate::{Hot, WorkGuard};
+
+pub(super) fn spawn_connection<L, S>(
+    hot: &Hot,
+    io: L::Io,
+    prefix: Vec<u8>,
+    key: Option<&Arc<str>>,
+    app: S,
+) where
+    L: Accept,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let guard = hot.track();
+    let handle = match (key, L::socket(&io).map(|fd| fd.as_raw_fd())) {
+        (Some(key), Some(fd)) => Some((key.clone(), fd)),
+        _ => None,
+    };
+    tokio::spawn(connection(hot.clone(), guard, io, prefix, handle, app));
+}
+
+/// What became of a connection offered to the successor.
+#[derive(PartialEq)]
+enum Parked {
+    /// The successor serves it: close this process's copy.
+    Moved,
+    /// The restart rolled back (or the process is stopping): serve it here again.
+    Kept,
+    /// Too late, the parked connections were already sent: serve it here and let it drain.
+    Refused,
+}
+
+/// Parks the connection for the successor and waits for the verdict. While parked it is not
+/// live work (the snapshot does not wait for it), but it still keeps a draining process from
+/// finishing, since it may be given back.
+async fn park(
+    hot: &Hot,
+    guard: &mut Option<WorkGuard>,
+    prefix: Vec<u8>,
+    (key, fd): &(Arc<str>, RawFd),
+) -> Parked {
+    let Some(ticket) = hot.outbox().park(Parcel {
+        fd: *fd,
+        key: key.clone(),
+        prefix,
+    }) else {
+        return Parked::Refused;
+    };
+    // Moved from the live count to the parked count in one step (and back, if kept): the
+    // two are never both zero while the connection is open.
+    let parked = guard
+        .take()
+        .expect("a connection being served holds its guard")
+        .into_parked();
+    match ticket.verdict().await {
+        Verdict::Moved => Parked::Moved,
+        Verdict::Kept | Verdict::Pending => {
+            *guard = Some(parked.into_live());
+            Parked::Kept
+        }
+    }
+}
+
+/// A parked connection was given back: waits until the rollback is over (the phase leaves
+/// this quiescence) or a new handover round already takes connections, then lets the caller
+/// serve it again. Its idle grace starts now, so a request the client sent while it was parked
+/// is read and answered even if the process is stopping. False if the process is gone.
+async fn given_back(
+    hot: &Hot,
+    phase: &mut tokio::sync::watch::Receiver<Phase>,
+    activity: &Activity,
+) -> bool {
+    activity.touch();
+    phase
+        .wait_for(|p| *p != Phase::Quiesced || hot.outbox().is_open())
+        .await
+        .is_ok()
+}
+
+/// Resolves when the phase is no longer [`Phase::Serving`] (or the process is gone).
+async fn left_serving(phase: &mut tokio::sync::watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+}
+
+/// Whether connections are being handed over right now.
+fn handing_over(hot: &Hot, phase: &tokio::sync::watch::Receiver<Phase>) -> bool {
+    *phase.borrow() == Phase::Quiesced && hot.outbox().is_open()
+}
+
+async fn connection<I, S>(
+    hot: Hot,
+    guard: WorkGuard,
+    io: I,
+    prefix: Vec<u8>,
+    handle: Option<(Arc<str>, RawFd)>,
+    app: S,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let mut guard = Some(guard);
+    let drain = hot.options().drain_timeout;
+    let mut phase = hot.phase();
+    let activity = Arc::new(Activity::new());
+    let mut wire = Wire {
+        io,
+        prefix,
+        at: 0,
+        activity: activity.clone(),
+    };
+
+    // Which protocol? A connection that has not said yet moves as it is.
+    let mut head = Vec::new();
+    let h2 = loop {
+        tokio::select! {
+            biased;
+            _ = left_serving(&mut phase) => {
+                let Some(handle) = handle.as_ref().filter(|_| handing_over(&hot, &phase)) else {
+                    // Ending here: a client that just connected is about to send its request,
+                    // which is served (and answered with `connection: close`); one silent for
+                    // IDLE_GRACE since its accept is closed.
+                    let grace = activity.grace_left();
+                    match tokio::time::timeout(grace, detect(&mut wire, &mut head)).await {
+                        Ok(Ok(h2)) => break h2,
+                        _ => return,
+                    }
+                };
+                wire.unread(&head);
+                head.clear();
+                match park(&hot, &mut guard, wire.pending().to_vec(), handle).await {
+                    Parked::Moved => return,
+                    Parked::Kept => {
+                        if !given_back(&hot, &mut phase, &activity).await {
+                            return;
+                        }
+                    }
+                    // Not handing over any more: the next turn drains it.
+                    Parked::Refused => {}
+                }
+            }
+            detected = detect(&mut wire, &mut head) => match detected {
+                Ok(h2) => break h2,
+                Err(_) => return,
+            },
+        }
+    };
+    wire.unread(&head);
+
+    let tracked = activity.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let http2 = req.version() == Version::HTTP_2;
+        let in_flight = InFlight::enter(&tracked);
+        let response = app
+            .clone()
+            .call(req.map(|body| axum::body::Body::new(RequestBody::new(body, &tracked))));
+        let tracked = tracked.clone();
+        async move {
+            let mut response = response.await?;
+            if !http2 && tracked.draining.load(Ordering::Acquire) {
+                // This process is stopping: the client's next request goes to the next
+                // process, on a new connection, instead of racing a close.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(wire), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = left_serving(&mut phase) => {}
+        }
+        // GOAWAY: streams in flight finish, the client opens its next connection elsewhere.
+        conn.as_mut().graceful_shutdown();
+        if tokio::time::timeout(drain, conn).await.is_err() {
+            hot.connection_cut();
+        }
+        return;
+    }
+
+    let mut service = service;
+    loop {
+        // Where a connection that ends here must be done by.
+        let mut deadline = None;
+        let mut conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(wire), service)
+            .with_upgrades();
+        let parks = loop {
+            tokio::select! {
+                biased;
+                _ = &mut conn => return,
+                _ = left_serving(&mut phase) => {}
+            }
+            if handle.is_none() || !handing_over(&hot, &phase) {
+                break false;
+            }
+            // Stop between two requests: the one in flight finishes here; the next one is
+            // left unread, in the kernel, for the successor.
+            activity.parking.store(true, Ordering::Release);
+            let window = *deadline.insert(tokio::time::Instant::now() + drain);
+            let stopped = loop {
+                if let Some(movable) = activity.stop_point() {
+                    break movable;
+                }
+                if *phase.borrow() != Phase::Quiesced {
+                    break false;
+                }
+                tokio::select! {
+                    biased;
+                    _ = &mut conn => return,
+                    _ = activity.changed.notified() => {}
+                    changed = phase.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(window) => break false,
+                }
+            };
+            if stopped {
+                break true;
+            }
+            activity.unpark();
+            if *phase.borrow() == Phase::Serving {
+                deadline = None;
+                continue; // rolled back: serve on
+            }
+            // Busy past the drain timeout, or stopping: it ends here.
+            break false;
+        };
+        if !parks {
+            let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + drain);
+            drain_http1(&hot, &activity, conn, deadline).await;
+            return;
+        }
+        let parts = conn
+            .into_parts()
+            .expect("a connection still being served is not upgraded");
+        wire = parts.io.into_inner();
+        wire.unread(&parts.read_buf);
+        service = parts.service;
+        let handle = handle.as_ref().expect("parking needs a handle");
+        match park(&hot, &mut guard, wire.pending().to_vec(), handle).await {
+            // Dropping our copy of the socket leaves the successor's open.
+            Parked::Moved => return,
+            Parked::Kept => {
+                activity.unpark();
+                if !given_back(&hot, &mut phase, &activity).await {
+                    return;
+                }
+            }
+            // Served again here; the next turn sees no handover and drains it.
+            Parked::Refused => {
+                activity.unpark();
+                activity.touch();
+            }
+        }
+    }
+}
+
+/// The connection ends here: responses say `connection: close`, a client that was just
+/// active gets [`IDLE_GRACE`] to send its next request, and the drain timeout bounds it all.
+async fn drain_http1<C>(hot: &Hot, activity: &Activity, mut conn: C, deadline: tokio::time::Instant)
+where
+    C: Future + Unpin + GracefulShutdown,
+{
+    activity.draining.store(true, Ordering::Release);
+    loop {
+        let in_flight = activity.in_flight.load(Ordering::Acquire);
+        let grace = activity.grace_left();
+        if in_flight == 0 && grace.is_zero() {
+            break;
+        }
+        let wake = if in_flight == 0 {
+            tokio::time::Instant::now() + grace
+        } else {
+            deadline
+        };
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = activity.changed.notified() => {}
+            _ = tokio::time::sleep_until(wake.min(deadline)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+    conn.shutdown();
+    if tokio::time::timeout_at(deadline, conn).await.is_err() {
+        hot.connection_cut();
+    }
+}
+
+/// hyper's `graceful_shutdown`, named so [`drain_http1`] can be written once.
+trait GracefulShutdown {
+    fn shutdown(&mut self);
+}
+
+impl<I, S, B> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown(&mut self) {
+        Pin::new(self).graceful_shutdown();
+    }
+}
