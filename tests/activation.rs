@@ -51,7 +51,7 @@ fn a_socket_unit_without_a_name_passes_its_own_and_the_socket_is_adopted_by_kind
     assert_eq!(svc.pid(), pid);
     let line = &svc.wait_log("adopted an inherited socket nobody named", 1)[0];
     assert!(
-        line.contains("the first unnamed socket of its kind") && line.contains("counter.socket"),
+        line.contains("the only unnamed socket of its kind") && line.contains("counter.socket"),
         "{line}"
     );
     svc.hit();

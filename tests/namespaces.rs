@@ -81,6 +81,32 @@ fn run_in_namespace(wrapper: &[&str]) {
         "generation 0 runs beneath the supervisor (x-pid {first})"
     );
 
+    // An orphan of the namespace (its parent exits at once) is re-parented to PID 1, the
+    // supervisor or tini, which must reap it: no zombie is left.
+    let orphan = Command::new("nsenter")
+        .args(["--target", &init.to_string(), "--pid", "--mount", "--"])
+        .args(["sh", "-c", "sleep 0.2 & exit 0"])
+        .status()
+        .unwrap();
+    assert!(orphan.success());
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        zombie_children(init).is_empty(),
+        "orphans are reaped: {:?}",
+        children(init)
+    );
+    let supervisor_pid = if wrapper.is_empty() {
+        init
+    } else {
+        let kids = children(init);
+        assert_eq!(
+            kids.len(),
+            1,
+            "tini's only child is the supervisor: {kids:?}"
+        );
+        kids[0].0
+    };
+
     let load = KeepAliveLoad::start(service.addr(), 4);
     let mut last = first;
     for i in 0..20 {
@@ -90,6 +116,10 @@ fn run_in_namespace(wrapper: &[&str]) {
         let new = service.wait_new_pid(last);
         assert!(new > supervisor, "restart {i}: x-pid {new}");
         assert!(is_alive(init), "restart {i}: the namespace's PID 1 exited");
+        assert!(
+            is_alive(supervisor_pid),
+            "restart {i}: the supervisor exited"
+        );
         assert!(is_alive(unshare));
         last = new;
     }

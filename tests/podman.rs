@@ -66,6 +66,12 @@ fn podman_kill_hup_restarts_and_podman_stop_saves_the_state() {
         exe.display()
     );
 
+    // The container's PID 1 is the supervisor: the serving generation is another process.
+    assert_ne!(
+        service.pid(),
+        1,
+        "a generation serves, beneath the supervisor"
+    );
     let load = KeepAliveLoad::start(service.addr(), 4);
     let mut last = service.pid();
     for _ in 0..5 {

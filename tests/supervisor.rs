@@ -131,6 +131,16 @@ fn a_successor_that_crashes_while_its_predecessor_drains_is_noticed() {
     service.wait_log("lingering", 1);
     assert!(is_alive(old), "the predecessor still lingers");
     service.signal(new, libc::SIGKILL);
+    // While the predecessor lingers the supervisor waits, and sleeps while it waits: a pidfd
+    // of a process that exited stays readable, and polling it again would spin.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(main);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(main) - before;
+    assert!(
+        spent < 10,
+        "the supervisor used {spent} ticks of CPU in 1 s of waiting"
+    );
     assert_eq!(
         wait_exit(main, WAIT),
         128 + libc::SIGKILL,
@@ -141,6 +151,45 @@ fn a_successor_that_crashes_while_its_predecessor_drains_is_noticed() {
         gone(old),
         "the supervisor waited for the draining generation"
     );
+}
+
+/// User + system CPU time of `pid`, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_rollback_in_the_middle_of_the_snapshot_keeps_the_old_generation_serving() {
+    // A snapshot too big for the ready timeout: the old process gives up in the middle of
+    // sending it. The successor must die before it sees the channel end (else it falls back
+    // to the state file and announces itself, and the supervisor follows a process about to
+    // be killed).
+    let service = Service::start_faulty(&[
+        ("HOTRESTART_SUPERVISOR", "1"),
+        ("FAULTY_BALLAST_MB", "64"),
+        ("HOTRESTART_READY_TIMEOUT", "60ms"),
+    ]);
+    let main = service.first_pid;
+    let serving = service.pid();
+    assert_eq!(service.hit(), 1);
+    service.signal(main, libc::SIGHUP);
+    service.wait_log("restart rolled back", 1);
+    // Past the supervisor's wait for a status it would never get.
+    std::thread::sleep(Duration::from_millis(5500));
+    assert!(is_alive(main), "log:\n{}", service.log_text());
+    assert_eq!(service.pid(), serving, "the old generation serves on");
+    assert_eq!(service.hit(), 2);
+    assert_eq!(
+        service.count_log("falling back to the state file"),
+        0,
+        "the successor never served on its own; log:\n{}",
+        service.log_text()
+    );
+    service.signal(main, libc::SIGTERM);
+    assert_eq!(wait_exit(main, WAIT), 0, "log:\n{}", service.log_text());
 }
 
 #[test]

@@ -38,21 +38,32 @@ impl Listeners {
         self.inherited.drain(..).map(|(name, _fd)| name).collect()
     }
 
-    /// The inherited socket for the listener `name`: the one of that name; else one that
-    /// nobody named (systemfd and `systemd-socket-activate` without `--fdname` pass no name, a
-    /// socket unit without `FileDescriptorName=` passes its own unit name) whose local address
-    /// is the one asked for; else the first unnamed one of the same kind.
-    fn take_inherited(&mut self, name: &str, want: Want<'_>) -> Result<Option<OwnedFd>> {
+    /// The inherited socket of that name (a name is claimed once per process).
+    fn take_named(&mut self, name: &str) -> Result<Option<OwnedFd>> {
         if self.active.iter().any(|(n, _)| n == name) {
             return Err(listener_error(
                 name,
                 "is already in use in this process (each name is claimed once)",
             ));
         }
-        if let Some(i) = self.inherited.iter().position(|(n, _)| n == name) {
-            return Ok(Some(self.inherited.remove(i).1));
-        }
-        let unnamed = |n: &str| n.is_empty() || n == UNNAMED || n.ends_with(".socket");
+        Ok(self
+            .inherited
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| self.inherited.remove(i).1))
+    }
+
+    /// Whether an inherited socket nobody named is waiting (then an address is worth resolving).
+    fn has_unnamed(&self) -> bool {
+        self.inherited.iter().any(|(n, _)| unnamed(n))
+    }
+
+    /// An inherited socket nobody named (systemfd and `systemd-socket-activate` without
+    /// `--fdname` pass no name, a socket unit without `FileDescriptorName=` passes its own unit
+    /// name) for the listener `name`: the one whose local address is the one asked for (the
+    /// same port, and the same IP or either a wildcard); else, if exactly one unnamed socket of
+    /// the same kind is left, that one. Never for the control socket.
+    fn take_unnamed(&mut self, name: &str, want: Want<'_>) -> Option<OwnedFd> {
         let candidates: Vec<usize> = (0..self.inherited.len())
             .filter(|&i| unnamed(&self.inherited[i].0) && want.same_kind(&self.inherited[i].1))
             .collect();
@@ -61,9 +72,11 @@ impl Listeners {
             .find(|&&i| want.same_address(&self.inherited[i].1))
         {
             Some(&i) => ("its local address is the one asked for", i),
-            None => match candidates.first() {
-                Some(&i) => ("the first unnamed socket of its kind", i),
-                None => return Ok(None),
+            None => match candidates[..] {
+                [i] if name != crate::control::LISTENER_NAME => {
+                    ("the only unnamed socket of its kind", i)
+                }
+                _ => return None,
             },
         };
         let (was, fd) = self.inherited.remove(pick);
@@ -73,7 +86,7 @@ impl Listeners {
             fd = fd.as_raw_fd(),
             "adopted an inherited socket nobody named: {rule}"
         );
-        Ok(Some(fd))
+        Some(fd)
     }
 
     fn activate(&mut self, name: &str, fd: &impl AsFd) -> Result<()> {
@@ -90,8 +103,14 @@ impl Listeners {
         name: &str,
         addr: impl ToSocketAddrs,
     ) -> Result<tokio::net::TcpListener> {
-        let addrs = resolve_all(name, addr)?;
-        let std = match self.take_inherited(name, Want::Tcp(&addrs))? {
+        // Resolved only when needed: a socket inherited by name asks nothing of the resolver.
+        let mut addrs = None;
+        let mut fd = self.take_named(name)?;
+        if fd.is_none() && self.has_unnamed() {
+            let resolved: &[SocketAddr] = addrs.insert(resolve_all(name, &addr)?);
+            fd = self.take_unnamed(name, Want::Tcp(resolved));
+        }
+        let std = match fd {
             Some(fd) => {
                 check(name, &fd, "a TCP listening socket", |k| {
                     (k.domain == libc::AF_INET || k.domain == libc::AF_INET6)
@@ -100,7 +119,7 @@ impl Listeners {
                 })?;
                 std::net::TcpListener::from(fd)
             }
-            None => bind_tcp(name, addrs[0])?,
+            None => bind_tcp(name, first(addrs, name, &addr)?)?,
         };
         std.set_nonblocking(true)
             .map_err(|e| Error::io(format!("listener `{name}`"), e))?;
@@ -110,7 +129,11 @@ impl Listeners {
     }
 
     pub(crate) fn unix(&mut self, name: &str, path: &Path) -> Result<tokio::net::UnixListener> {
-        let std = match self.take_inherited(name, Want::Unix(path))? {
+        let mut fd = self.take_named(name)?;
+        if fd.is_none() {
+            fd = self.take_unnamed(name, Want::Unix(path));
+        }
+        let std = match fd {
             Some(fd) => {
                 check(name, &fd, "a Unix stream listening socket", |k| {
                     k.domain == libc::AF_UNIX && k.ty == libc::SOCK_STREAM && k.listening
@@ -136,8 +159,13 @@ impl Listeners {
         name: &str,
         addr: impl ToSocketAddrs,
     ) -> Result<tokio::net::UdpSocket> {
-        let addrs = resolve_all(name, addr)?;
-        let std = match self.take_inherited(name, Want::Udp(&addrs))? {
+        let mut addrs = None;
+        let mut fd = self.take_named(name)?;
+        if fd.is_none() && self.has_unnamed() {
+            let resolved: &[SocketAddr] = addrs.insert(resolve_all(name, &addr)?);
+            fd = self.take_unnamed(name, Want::Udp(resolved));
+        }
+        let std = match fd {
             Some(fd) => {
                 check(name, &fd, "a UDP socket", |k| {
                     (k.domain == libc::AF_INET || k.domain == libc::AF_INET6)
@@ -146,7 +174,7 @@ impl Listeners {
                 std::net::UdpSocket::from(fd)
             }
             None => {
-                let addr = addrs[0];
+                let addr = first(addrs, name, &addr)?;
                 std::net::UdpSocket::bind(addr)
                     .map_err(|e| listener_error(name, format!("cannot bind {addr}: {e}")))?
             }
@@ -196,6 +224,32 @@ fn resolve_all(name: &str, addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>> 
 /// The name socket activation gives a socket nobody named (`LISTEN_FDNAMES` empty or absent).
 const UNNAMED: &str = "unknown";
 
+/// A name that names nothing in particular: none, systemd's `unknown`, a socket unit's own.
+fn unnamed(name: &str) -> bool {
+    name.is_empty() || name == UNNAMED || name.ends_with(".socket")
+}
+
+/// The address to bind: the first one resolved already, else resolved now.
+fn first(
+    resolved: Option<Vec<SocketAddr>>,
+    name: &str,
+    addr: &impl ToSocketAddrs,
+) -> Result<SocketAddr> {
+    match resolved {
+        Some(addrs) => Ok(addrs[0]),
+        None => Ok(resolve_all(name, addr)?[0]),
+    }
+}
+
+/// Whether a socket bound to `local` is the one asked for as `wanted`: the same port, and the
+/// same IP or either a wildcard (systemd binds `ListenStream=8080` to `[::]:8080`).
+fn same_endpoint(local: SocketAddr, wanted: SocketAddr) -> bool {
+    local.port() == wanted.port()
+        && (local.ip() == wanted.ip()
+            || local.ip().is_unspecified()
+            || wanted.ip().is_unspecified())
+}
+
 /// What a listener asks for, to match an unnamed inherited socket.
 #[derive(Clone, Copy)]
 enum Want<'a> {
@@ -225,7 +279,7 @@ impl Want<'_> {
         match self {
             Want::Tcp(addrs) | Want::Udp(addrs) => std::net::TcpListener::from(dup)
                 .local_addr()
-                .is_ok_and(|local| addrs.contains(&local)),
+                .is_ok_and(|local| addrs.iter().any(|&w| same_endpoint(local, w))),
             Want::Unix(path) => std::os::unix::net::UnixListener::from(dup)
                 .local_addr()
                 .is_ok_and(|local| local.as_pathname() == Some(*path)),
@@ -313,4 +367,23 @@ pub(crate) fn from_listen_fds(notes: &mut Vec<String>) -> Result<Vec<(String, Ow
         "adopted {count} socket(s) from socket activation: {names:?}"
     ));
     Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_endpoint;
+
+    #[test]
+    fn an_unnamed_socket_matches_by_port_and_ip_or_wildcard() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(same_endpoint(a("127.0.0.1:8080"), a("127.0.0.1:8080")));
+        // systemd's `ListenStream=8080` is `[::]:8080`; the service asks for 0.0.0.0 or 127.0.0.1.
+        assert!(same_endpoint(a("[::]:8080"), a("0.0.0.0:8080")));
+        assert!(same_endpoint(a("[::]:8080"), a("127.0.0.1:8080")));
+        assert!(same_endpoint(a("0.0.0.0:8080"), a("127.0.0.1:8080")));
+        // Another port is another socket, whatever the IPs.
+        assert!(!same_endpoint(a("[::]:9090"), a("0.0.0.0:8080")));
+        assert!(!same_endpoint(a("127.0.0.1:9090"), a("127.0.0.1:8080")));
+        assert!(!same_endpoint(a("127.0.0.2:8080"), a("127.0.0.1:8080")));
+    }
 }

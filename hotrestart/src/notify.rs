@@ -41,7 +41,7 @@ impl Notifier {
         let cred = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials)
             .map_err(io::Error::from)?;
         // A supervisor that stops reading must not hang a generation for good.
-        sock.set_write_timeout(Some(Duration::from_secs(2)))?;
+        sock.set_write_timeout(Some(Duration::from_millis(500)))?;
         Ok(Notifier::Supervisor(Arc::new(sock), cred.pid() as u32))
     }
 
@@ -69,21 +69,28 @@ impl Notifier {
         }
     }
 
-    /// Sends one notification; a failure is logged, never fatal.
-    pub(crate) fn send(&self, state: &str) {
+    /// Sends one notification; a failure is logged (and returned), never fatal.
+    pub(crate) fn send(&self, state: &str) -> bool {
         let sent = match self {
-            Notifier::Nowhere => return,
+            Notifier::Nowhere => return true,
             Notifier::Systemd(socket) => send_to(socket, state),
             Notifier::Supervisor(sock, _) => sock.send(state.as_bytes()).map(drop),
         };
         match sent {
-            Ok(()) => tracing::debug!("sd_notify {state:?}"),
-            Err(e) => tracing::warn!("sd_notify {state:?} to {self:?} failed: {e}"),
+            Ok(()) => {
+                tracing::debug!("sd_notify {state:?}");
+                true
+            }
+            Err(e) => {
+                tracing::warn!("sd_notify {state:?} to {self:?} failed: {e}");
+                false
+            }
         }
     }
 
-    pub(crate) fn ready(&self) {
-        self.send(&format!("READY=1\nMAINPID={}", std::process::id()));
+    /// `READY=1` with this process's pid; whether it was sent.
+    pub(crate) fn ready(&self) -> bool {
+        self.send(&format!("READY=1\nMAINPID={}", std::process::id()))
     }
 
     pub(crate) fn reloading(&self) {

@@ -55,6 +55,9 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// Ignored by the supervisor, reset to their defaults for the generations.
+const JOB_CONTROL: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
 /// How long the exit status of a current generation that is not the supervisor's child (its
 /// predecessor, still draining, is its parent) may take to be reported.
 const STATUS_GRACE: Duration = Duration::from_secs(5);
@@ -107,25 +110,33 @@ struct Generation {
     pid: i32,
     /// Readable once the process has exited; `None` where `pidfd_open` is unavailable.
     pidfd: Option<OwnedFd>,
+    /// Seen exited: its pidfd stays readable for good, so it is polled no more.
+    gone: std::cell::Cell<bool>,
 }
 
 impl Generation {
     fn new(pid: i32) -> Generation {
         Generation {
             pid,
-            pidfd: pidfd_open(pid).ok(),
+            pidfd: sys::pidfd_open(pid).ok(),
+            gone: std::cell::Cell::new(false),
         }
     }
 
     /// Exited, whoever reaped it.
     fn exited(&self) -> bool {
-        match &self.pidfd {
+        if self.gone.get() {
+            return true;
+        }
+        let exited = match &self.pidfd {
             Some(fd) => {
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
                 matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
             }
             None => !alive(self.pid),
-        }
+        };
+        self.gone.set(exited);
+        exited
     }
 }
 
@@ -144,7 +155,8 @@ struct Supervisor {
     sock: UnixDatagram,
     signals: SignalFd,
     upstream: Option<OsString>,
-    current: Generation,
+    /// The pid of the generation that serves; always one of `alive`.
+    current: i32,
     /// Every generation not yet seen to exit (the current one included).
     alive: Vec<Generation>,
     /// Wait statuses: of children reaped here, and reported by a generation's parent.
@@ -206,6 +218,12 @@ fn start() -> io::Result<Supervisor> {
     let mut old_mask = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    // Job control would stop the supervisor alone (the generations are in a process group of
+    // their own) and leave them unheard: Ctrl-Z does nothing, the service goes on.
+    for sig in JOB_CONTROL {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
     let (sock, theirs) = UnixDatagram::pair()?;
     sock.set_nonblocking(true)?;
 
@@ -222,13 +240,17 @@ fn start() -> io::Result<Supervisor> {
         cmd.env_remove(sys::ENV_LISTEN_PID);
     }
     let fd = theirs.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
-    // sigprocmask, which are async-signal-safe: it lets exactly the generation's end of the
-    // socketpair cross exec, and gives it the signal mask the supervisor had before.
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+    // sigprocmask and signal, which are async-signal-safe: it lets exactly the generation's end
+    // of the socketpair cross exec, and gives it the signal mask and job-control dispositions
+    // of an ordinary process.
     unsafe {
         cmd.pre_exec(move || {
             sys::set_cloexec(fd, false)?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
+            for sig in JOB_CONTROL {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             Ok(())
         });
     }
@@ -248,7 +270,7 @@ fn start() -> io::Result<Supervisor> {
         "started generation 0 as pid {pid}; this pid stays for the service's life ({}=0 turns this off)",
         sys::ENV_SUPERVISOR
     ));
-    let current = Generation::new(pid);
+    let current = pid;
     let alive = vec![Generation::new(pid)];
     Ok(Supervisor {
         me,
@@ -289,14 +311,17 @@ impl Supervisor {
                 Ending::Awaiting(until) if Instant::now() >= until => {
                     say(format_args!(
                         "generation pid {} exited and its exit status was not reported within {STATUS_GRACE:?}: exiting with status 1",
-                        self.current.pid
+                        self.current
                     ));
                     Some(256) // exit code 1
                 }
                 Ending::Awaiting(_) => None,
             };
             if let Some(status) = status {
-                return self.finish(status);
+                match self.finish(status) {
+                    Some(code) => return code,
+                    None => continue, // a generation announced itself meanwhile: it serves on
+                }
             }
             self.wait_for_events(Duration::from_millis(200));
         }
@@ -309,8 +334,11 @@ impl Supervisor {
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
             ];
-            if let Some(fd) = &self.current.pidfd {
-                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            // Generations still running: an exited one's pidfd would wake poll at once.
+            for g in self.alive.iter().filter(|g| !g.gone.get()) {
+                if let Some(fd) = &g.pidfd {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                }
             }
             let timeout = PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, timeout) {
@@ -331,19 +359,19 @@ impl Supervisor {
     fn ending(&mut self) -> Ending {
         self.reap();
         self.prune();
-        if !self.current.exited() {
+        if !self.current_exited() {
             return Ending::No;
         }
         self.read_messages();
-        if !self.current.exited() {
+        if !self.current_exited() {
             return Ending::No; // replaced by an announced successor
         }
-        if let Some(&status) = self.statuses.get(&self.current.pid) {
+        if let Some(&status) = self.statuses.get(&self.current) {
             return Ending::Status(status);
         }
         // Not our child: its parent (the previous generation, draining) reaps it and reports
         // the status, or rolls back and announces itself.
-        let pid = self.current.pid;
+        let pid = self.current;
         let since = match self.awaiting {
             Some((p, at)) if p == pid => at,
             _ => self.awaiting.insert((pid, Instant::now())).1,
@@ -366,9 +394,16 @@ impl Supervisor {
         }
     }
 
+    fn current_exited(&self) -> bool {
+        self.alive
+            .iter()
+            .find(|g| g.pid == self.current)
+            .is_none_or(Generation::exited)
+    }
+
     /// Forgets generations that exited, other than the current one.
     fn prune(&mut self) {
-        let current = self.current.pid;
+        let current = self.current;
         self.alive.retain(|g| g.pid == current || !g.exited());
         let alive = &self.alive;
         self.statuses
@@ -386,7 +421,7 @@ impl Supervisor {
                     if !self.held_hup {
                         say(format_args!(
                             "SIGHUP before generation pid {} is ready: held until it is",
-                            self.current.pid
+                            self.current
                         ));
                     }
                     self.held_hup = true;
@@ -401,15 +436,12 @@ impl Supervisor {
     }
 
     fn forward(&self, sig: Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.current.pid);
+        let pid = nix::unistd::Pid::from_raw(self.current);
         match nix::sys::signal::kill(pid, sig) {
-            Ok(()) => say(format_args!(
-                "{sig:?} → generation pid {}",
-                self.current.pid
-            )),
+            Ok(()) => say(format_args!("{sig:?} → generation pid {}", self.current)),
             Err(e) => say(format_args!(
                 "{sig:?} could not be passed to generation pid {}: {e}",
-                self.current.pid
+                self.current
             )),
         }
     }
@@ -435,12 +467,12 @@ impl Supervisor {
         }
         if field("READY") == Some("1") {
             let pid = field("MAINPID").and_then(|p| p.parse::<i32>().ok());
-            if let Some(pid) = pid.filter(|&p| p != self.current.pid) {
+            if let Some(pid) = pid.filter(|&p| p != self.current) {
                 say(format_args!(
                     "generation pid {pid} serves (was pid {})",
-                    self.current.pid
+                    self.current
                 ));
-                self.current = Generation::new(pid);
+                self.current = pid;
                 if !self.alive.iter().any(|g| g.pid == pid) {
                     self.alive.push(Generation::new(pid));
                 }
@@ -476,7 +508,8 @@ impl Supervisor {
 
     /// The service ended: wait for the generations still draining, then hand back the
     /// status of the last one.
-    fn finish(&mut self, status: i32) -> i32 {
+    /// `None` if a generation announced itself while the others drained: the service goes on.
+    fn finish(&mut self, status: i32) -> Option<i32> {
         let code = if libc::WIFEXITED(status) {
             libc::WEXITSTATUS(status)
         } else if libc::WIFSIGNALED(status) {
@@ -491,31 +524,73 @@ impl Supervisor {
         };
         say(format_args!(
             "generation pid {} {how} without a successor: the service ends",
-            self.current.pid
+            self.current
         ));
+        let ended = self.current;
         loop {
             self.reap();
+            if self.current != ended && !self.current_exited() {
+                say(format_args!(
+                    "generation pid {} serves: the service goes on",
+                    self.current
+                ));
+                self.awaiting = None;
+                return None;
+            }
             self.alive.retain(|g| !g.exited());
             if self.alive.is_empty() {
                 break;
             }
             // Older generations finish their drain (bounded by their drain timeout).
-            self.wait_for_events(Duration::from_millis(50));
+            self.wait_for_events(Duration::from_millis(200));
         }
-        self.reap();
+        self.end_orphans();
         say(format_args!("exiting with status {code}"));
-        code
+        Some(code)
     }
-}
 
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    /// Children left that are not generations (orphans re-parented here): asked to stop, and
+    /// killed after 2 s, so that nothing outlives the main process.
+    fn end_orphans(&mut self) {
+        let me = self.me;
+        let children = || -> Vec<i32> {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                    let rest = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
+                    let mut fields = rest.split(' ');
+                    let state = fields.next().unwrap_or("Z");
+                    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+                    ppid == Some(me) && state != "Z"
+                })
+                .collect()
+        };
+        let left = children();
+        if left.is_empty() {
+            return;
+        }
+        say(format_args!(
+            "stopping the processes left beneath it: {left:?}"
+        ));
+        for &pid in &left {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !children().is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            self.reap();
+        }
+        for pid in children() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        self.reap();
     }
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Whether `pid` runs (exists and is not a zombie): the fallback without pidfds.

@@ -3,7 +3,6 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
@@ -41,6 +40,7 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
         started: Instant::now(),
         successor: None,
         quiesced_at: None,
+        chan: None,
     };
     let result = attempt.handover(inner).await;
     let Attempt {
@@ -48,9 +48,10 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
         started,
         successor,
         quiesced_at,
+        chan,
     } = attempt;
     // Committed, or about to be killed and reaped here: not to be killed by pid any more.
-    inner.successor.store(0, Ordering::Relaxed);
+    inner.successor.lock().unwrap().take();
     match result {
         Ok(Delivered {
             state_bytes,
@@ -115,7 +116,8 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 .push(format!("rolled back: {reason}"));
             // Announced before the successor is killed: it may have announced itself already,
             // and whoever follows the service must learn that this process serves again
-            // before it can see the successor gone.
+            // before it can see the successor gone. The channel is still open, so the
+            // successor cannot have seen it end; it dies before it does.
             inner.notifier.ready();
             if let Some(mut s) = successor {
                 if let Some(mut child) = s.child.take() {
@@ -123,6 +125,10 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                     let _ = child.wait().await;
                 }
             }
+            drop(chan);
+            // And again once it is gone: an announcement of its own may have landed between
+            // the first one and its death.
+            inner.notifier.ready();
             inner.phase.send_replace(Phase::Serving);
             tracing::warn!(
                 "restart rolled back: {reason}; pid {} keeps serving",
@@ -140,6 +146,9 @@ struct Attempt {
     started: Instant,
     successor: Option<Successor>,
     quiesced_at: Option<Instant>,
+    /// The handoff channel: kept open until the successor is dead on a rollback, so that it
+    /// never sees the channel end and falls back to serving on its own.
+    chan: Option<UnixStream>,
 }
 
 impl Attempt {
@@ -154,7 +163,7 @@ impl Attempt {
             .map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
         drop(theirs);
         let pid = child.id().unwrap_or(0);
-        inner.successor.store(pid, Ordering::Relaxed);
+        *inner.successor.lock().unwrap() = sys::pidfd_open(pid as i32).ok();
         let s = self.successor.insert(Successor {
             child: Some(child),
             pid,
@@ -171,10 +180,12 @@ impl Attempt {
             return Err(broken(child, pid, "before HELLO", e).await);
         }
         ours.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut chan = UnixStream::from_std(ours).map_err(|e| e.to_string())?;
+        let chan = self
+            .chan
+            .insert(UnixStream::from_std(ours).map_err(|e| e.to_string())?);
 
         let capabilities = expect(
-            &mut chan,
+            chan,
             child,
             pid,
             deadline,
@@ -221,28 +232,20 @@ impl Attempt {
             snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
         if hand_connections {
             if let Err(e) =
-                handoff::write_frame(&mut chan, handoff::TAG_PLAN, &[handoff::CAP_CONNECTIONS])
-                    .await
+                handoff::write_frame(chan, handoff::TAG_PLAN, &[handoff::CAP_CONNECTIONS]).await
             {
                 return Err(broken(child, pid, "before the snapshot", e).await);
             }
         }
-        deliver(&mut chan, child, pid, deadline, Delivery::Snapshot(&frame)).await?;
+        deliver(chan, child, pid, deadline, Delivery::Snapshot(&frame)).await?;
         let mut connections = 0;
         if hand_connections {
             let parcels = inner.outbox.take();
             connections = parcels.len();
-            deliver(
-                &mut chan,
-                child,
-                pid,
-                deadline,
-                Delivery::Connections(&parcels),
-            )
-            .await?;
+            deliver(chan, child, pid, deadline, Delivery::Connections(&parcels)).await?;
         }
         expect(
-            &mut chan,
+            chan,
             child,
             pid,
             deadline,

@@ -190,7 +190,7 @@ impl Hot {
             started: Instant::now(),
             ancestors: adopted.ancestors,
             history: Mutex::new(Vec::new()),
-            successor: Default::default(),
+            successor: Mutex::new(None),
             outbox: Outbox::new(),
             inbox: Inbox::default(),
         });

@@ -102,9 +102,9 @@ struct Inner {
     ancestors: Vec<u32>,
     /// One line per restart this process attempted.
     history: Mutex<Vec<String>>,
-    /// The pid of the successor being started, while it is not committed (0: none). It stays
-    /// our unreaped child meanwhile, so the pid cannot be another process's.
-    successor: std::sync::atomic::AtomicU32,
+    /// A pidfd of the successor being started, while it is not committed: a SIGTERM that
+    /// abandons the restart kills it through this, never a process that reused its pid.
+    successor: Mutex<Option<std::os::fd::OwnedFd>>,
     /// False when a bad state file could not be moved aside: it must then not be overwritten.
     state_file_writable: AtomicBool,
     /// Connections parked for the successor during a handover.
@@ -490,12 +490,8 @@ impl Hot {
 impl Inner {
     /// SIGKILLs the successor of the restart in progress, if there is one.
     fn kill_successor(&self) {
-        let pid = self.successor.swap(0, Ordering::Relaxed);
-        if pid != 0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if let Some(pidfd) = self.successor.lock().unwrap().take() {
+            let _ = sys::pidfd_signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGKILL);
         }
     }
 

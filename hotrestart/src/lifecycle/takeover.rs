@@ -96,14 +96,31 @@ impl Hot {
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some(format!("no snapshot within {limit:?}")),
         };
-        if let Some(why) = vanished {
+        // The channel ended (the previous process died: serve on the state file) or stalled
+        // past the ready timeout (it is alive and still holds its state, and will roll back:
+        // serving now would be two processes accepting, one with a stale state: refuse).
+        if vanished.is_some() && started.elapsed() >= limit {
+            let e = Error::handoff(format!(
+                "no complete snapshot within the ready timeout ({limit:?}); the previous process keeps its state"
+            ));
+            return Err(reject(&mut chan, "handover", e).await);
+        }
+        let vanished = vanished.is_some_and(|why| {
             tracing::warn!("the previous process went away before handing over its state ({why}): falling back to the state file, else the initial state");
             self.cold_restore(state);
-        }
+            true
+        });
         self.close_unclaimed();
         // Announced before READY reaches the previous process, which may exit right after:
         // whoever follows the service (the supervisor, systemd) learns of this process first.
-        self.inner.notifier.ready();
+        if !self.inner.notifier.ready() && self.inner.notifier.supervised() && !vanished {
+            // Its predecessor would exit on READY and the supervisor, not knowing of this
+            // process, would take that for the end of the service: refuse instead.
+            let e = Error::handoff(
+                "could not announce this process to the supervisor (it does not read its socket)",
+            );
+            return Err(reject(&mut chan, "handover", e).await);
+        }
         if let Err(e) = handoff::write_frame(&mut chan, handoff::TAG_READY, &[]).await {
             tracing::warn!("could not report READY to the previous process ({e}); serving anyway");
         }

@@ -130,6 +130,9 @@ pub(super) async fn run_triggers(
                         // connections given back, so no two processes read them.
                         inner.kill_successor();
                         drop(restart);
+                        // If the successor had announced itself to a supervisor, this
+                        // process serves (and now stops) again.
+                        inner.notifier.ready();
                         stop(&inner, Exit::Terminated);
                         return;
                     }
