@@ -227,6 +227,16 @@ struct FrameReader<'r, R> {
     r: &'r mut R,
     crc: crc32fast::Hasher,
     left: u64,
+    /// The input ended or failed before the frame did (as opposed to a frame that is wrong).
+    cut: bool,
+}
+
+/// Why a frame could not be read from a stream.
+pub(crate) enum ReadFailure {
+    /// The input ended or failed before the frame did: a peer that went away.
+    Cut(Error),
+    /// What was read is not a valid frame.
+    Corrupt(Error),
 }
 
 impl<R: Read> FrameReader<'_, R> {
@@ -239,11 +249,12 @@ impl<R: Read> FrameReader<'_, R> {
         }
         // Grows with the bytes that arrive: a lying length cannot make it allocate.
         let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
-        let got = (&mut *self.r)
-            .take(n)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("reading {what}: {e}"))?;
+        let got = (&mut *self.r).take(n).read_to_end(&mut out).map_err(|e| {
+            self.cut = true;
+            format!("reading {what}: {e}")
+        })?;
         if got as u64 != n {
+            self.cut = true;
             return Err(format!("truncated: the body ends inside {what}"));
         }
         self.left -= n;
@@ -279,6 +290,14 @@ impl SnapshotReader {
     /// buffer, so the frame is never held whole; the checksum is checked at the end, before
     /// anything is handed out.
     pub(crate) fn read_from<R: Read>(r: &mut R) -> Result<Self> {
+        Self::read_stream(r).map_err(|failure| match failure {
+            ReadFailure::Cut(e) | ReadFailure::Corrupt(e) => e,
+        })
+    }
+
+    /// [`read_from`](Self::read_from), telling a frame cut short from a wrong one.
+    pub(crate) fn read_stream<R: Read>(r: &mut R) -> Result<Self, ReadFailure> {
+        let corrupt = |reason: String| ReadFailure::Corrupt(Error::snapshot(reason));
         let mut head = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
@@ -286,23 +305,29 @@ impl SnapshotReader {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::snapshot(format!("reading the header: {e}"))),
+                Err(e) => {
+                    return Err(ReadFailure::Cut(Error::snapshot(format!(
+                        "reading the header: {e}"
+                    ))))
+                }
             }
         }
-        if got < MAGIC.len().min(HEADER_LEN) || head[..MAGIC.len()] != MAGIC[..] {
-            return Err(Error::snapshot("not a hotrestart snapshot (bad magic)"));
+        if (MAGIC.len()..HEADER_LEN).contains(&got) && head[..MAGIC.len()] == MAGIC[..] {
+            return Err(ReadFailure::Cut(Error::snapshot(format!(
+                "truncated header ({got} bytes)"
+            ))));
         }
-        if got < HEADER_LEN {
-            return Err(Error::snapshot(format!("truncated header ({got} bytes)")));
+        if head[..MAGIC.len()] != MAGIC[..] {
+            return Err(corrupt("not a hotrestart snapshot (bad magic)".into()));
         }
         let version = u32::from_le_bytes(head[8..12].try_into().unwrap());
         if version > FORMAT_VERSION {
-            return Err(Error::snapshot(format!(
+            return Err(corrupt(format!(
                 "written in format version {version}, this build reads up to {FORMAT_VERSION}"
             )));
         }
         if version == 0 {
-            return Err(Error::snapshot("format version 0 does not exist"));
+            return Err(corrupt("format version 0 does not exist".into()));
         }
         let len = u64::from_le_bytes(head[12..20].try_into().unwrap());
         let crc = u32::from_le_bytes(head[20..24].try_into().unwrap());
@@ -310,16 +335,21 @@ impl SnapshotReader {
             r,
             crc: crc32fast::Hasher::new(),
             left: len,
+            cut: false,
         };
-        let fields = Self::read_fields(&mut frame).map_err(Error::snapshot)?;
+        let fields = match Self::read_fields(&mut frame) {
+            Ok(fields) => fields,
+            Err(reason) if frame.cut => return Err(ReadFailure::Cut(Error::snapshot(reason))),
+            Err(reason) => return Err(corrupt(reason)),
+        };
         if frame.left != 0 {
-            return Err(Error::snapshot(format!(
+            return Err(corrupt(format!(
                 "{} bytes of trailing data after the last field",
                 frame.left
             )));
         }
         if frame.crc.finalize() != crc {
-            return Err(Error::snapshot("checksum mismatch (corrupt data)"));
+            return Err(corrupt("checksum mismatch (corrupt data)".into()));
         }
         Ok(SnapshotReader { fields })
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::handoff::{self};
 use crate::notify::Notifier;
 use crate::options::Options;
-use crate::snapshot::{SnapshotReader, State};
+use crate::snapshot::{ReadFailure, SnapshotReader, State};
 
 use super::{millis, Hot};
 use crate::handoff::MAX_SNAPSHOT;
@@ -216,15 +216,20 @@ async fn receive_snapshot(
     let (std, received) = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut frame = (&std).take(len);
-        let parsed = SnapshotReader::read_from(&mut frame);
+        let parsed = SnapshotReader::read_stream(&mut frame);
         let left = frame.limit();
         let received = match parsed {
             Ok(reader) if left == 0 => Received::Snapshot(reader),
-            Ok(_) => Received::Corrupt(Error::snapshot(format!("{left} bytes left in the SNAPSHOT frame after the snapshot"))),
-            Err(Error::Snapshot { reason }) if reason.starts_with("truncated") || reason.starts_with("reading") => {
-                Received::Cut(format!("SNAPSHOT frame truncated: the channel closed after {} of {len} bytes ({reason})", len - left))
-            }
-            Err(e) => Received::Corrupt(e),
+            Ok(_) => Received::Corrupt(Error::snapshot(format!(
+                "{left} bytes left in the SNAPSHOT frame after the snapshot"
+            ))),
+            // Cut short before the frame's own length: the channel closed (or stalled).
+            Err(ReadFailure::Cut(e)) if left > 0 => Received::Cut(format!(
+                "SNAPSHOT frame truncated: the channel closed after {} of {len} bytes ({e})",
+                len - left
+            )),
+            // The snapshot runs past the frame that carries it, or is wrong in itself.
+            Err(ReadFailure::Cut(e) | ReadFailure::Corrupt(e)) => Received::Corrupt(e),
         };
         (std, received)
     })
