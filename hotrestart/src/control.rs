@@ -93,7 +93,10 @@ async fn handle(hot: Hot, stream: UnixStream) {
     if !allowed {
         tracing::warn!("control socket: refused a peer with another uid");
         let _ = write
-            .write_all(b"denied: the control socket takes commands from its owner only\n")
+            .write_all(
+                format!("{DENIED} the control socket takes commands from its owner only\n")
+                    .as_bytes(),
+            )
             .await;
         return;
     }
@@ -106,12 +109,12 @@ async fn handle(hot: Hot, stream: UnixStream) {
             _keep_alive = guard;
             match outcome {
                 Ok(r) => format!(
-                    "restarted: pid {} → pid {} in {:.1} ms\n",
+                    "{RESTARTED} pid {} → pid {} in {:.1} ms\n",
                     r.old_pid,
                     r.new_pid,
                     r.elapsed.as_secs_f64() * 1e3
                 ),
-                Err(e) => format!("failed: {e}\n"),
+                Err(e) => format!("{FAILED} {e}\n"),
             }
         }
         "status" => hot.status_line(),
@@ -120,12 +123,74 @@ async fn handle(hot: Hot, stream: UnixStream) {
     let _ = write.write_all(reply.as_bytes()).await;
 }
 
+/// A reply on the control socket, by kind. On the wire it is one line whose first word is the
+/// kind (`restarted:`, `failed:`, `denied:`, `unknown command`, or a `generation=` status);
+/// [`Reply::text`] is the line as the service wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// `restart` succeeded: `restarted: pid A → pid B in N ms`.
+    Restarted(String),
+    /// `restart` was refused or rolled back: `failed: <reason>`.
+    Failed(String),
+    /// The peer is not the service's owner (or root).
+    Denied(String),
+    /// `status`: `generation=… pid=… uptime_s=… … main_pid=…`.
+    Status(String),
+    /// A command the service does not know.
+    UnknownCommand(String),
+    /// The service closed the connection without a reply.
+    Empty,
+}
+
+impl Reply {
+    /// Reads a reply line as the service writes it.
+    pub fn parse(text: String) -> Reply {
+        if text.is_empty() {
+            Reply::Empty
+        } else if text.starts_with(RESTARTED) {
+            Reply::Restarted(text)
+        } else if text.starts_with(FAILED) {
+            Reply::Failed(text)
+        } else if text.starts_with(DENIED) {
+            Reply::Denied(text)
+        } else if text.starts_with(STATUS) {
+            Reply::Status(text)
+        } else {
+            Reply::UnknownCommand(text)
+        }
+    }
+
+    /// The reply as the service wrote it (empty for [`Reply::Empty`]).
+    pub fn text(&self) -> &str {
+        match self {
+            Reply::Restarted(t)
+            | Reply::Failed(t)
+            | Reply::Denied(t)
+            | Reply::Status(t)
+            | Reply::UnknownCommand(t) => t,
+            Reply::Empty => "",
+        }
+    }
+
+    /// Whether the command did what was asked.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Reply::Restarted(_) | Reply::Status(_))
+    }
+}
+
+/// The first word of each kind of reply, spelled once.
+const RESTARTED: &str = "restarted:";
+const FAILED: &str = "failed:";
+const DENIED: &str = "denied:";
+const STATUS: &str = "generation=";
+
 /// Client side, for `hotrestart-ctl` and for programs that drive a service.
 pub fn request(
     socket: &std::path::Path,
     command: &str,
     timeout: Duration,
-) -> std::io::Result<String> {
+) -> std::io::Result<Reply> {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(timeout))?;
@@ -133,5 +198,5 @@ pub fn request(
     let _ = stream.write_all(format!("{command}\n").as_bytes());
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
-    Ok(reply)
+    Ok(Reply::parse(reply))
 }

@@ -20,18 +20,16 @@ fn main() -> ExitCode {
         command,
         Duration::from_secs(600),
     ) {
-        Ok(reply)
-            if reply.starts_with("restarted:") || (command == "status" && !reply.is_empty()) =>
-        {
-            print!("{reply}");
+        Ok(reply) if reply.succeeded() => {
+            print!("{}", reply.text());
             ExitCode::SUCCESS
         }
-        Ok(reply) if reply.is_empty() => {
+        Ok(hotrestart::control::Reply::Empty) => {
             eprintln!("hotrestart-ctl: the service closed the connection without an answer");
             ExitCode::FAILURE
         }
         Ok(reply) => {
-            eprint!("{reply}");
+            eprint!("{}", reply.text());
             ExitCode::FAILURE
         }
         Err(e) => {
