@@ -137,15 +137,42 @@ fn sixteen_idle_connections_move_to_each_of_five_successors() {
     assert_eq!(svc.live_processes(), vec![pid]);
 }
 
+/// Bytes waiting in the receive queue of the server's end of a loopback TCP connection
+/// (`/proc/net/tcp`: local port `server`, remote port `client`).
+fn server_rx_queue(server: u16, client: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (local, remote) = (
+        format!("0100007F:{server:04X}"),
+        format!("0100007F:{client:04X}"),
+    );
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.get(1) != Some(&local.as_str()) || cols.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let queues = cols.get(4)?;
+        u64::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
+}
+
 #[test]
 fn bytes_already_read_travel_with_the_connection() {
     let svc = Service::start(&[]);
     let mut c = Client::connect(svc.addr());
     let old = svc.pid();
     assert_eq!(c.send("POST", "/hit").unwrap().pid, old);
-    // Half a request head, read by the old process (and held in its parser) before the restart.
+    // Half a request head, read by the old process (and held in its parser) before the restart:
+    // the server side's receive queue is empty once it has read them, so what the successor
+    // parses next can only have come with the connection as handed-over bytes.
     c.write(b"POST /hit HTTP/1.1\r\nhost: te");
-    thread::sleep(Duration::from_millis(150));
+    let start = std::time::Instant::now();
+    while server_rx_queue(svc.port, c.local_port()) != Some(0) {
+        assert!(
+            start.elapsed() < WAIT,
+            "the old process never read the half request"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     let new = svc.hot_restart();
     c.write(b"st\r\ncontent-length: 0\r\n\r\n");
     let reply = c.read_reply().unwrap();

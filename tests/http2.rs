@@ -116,5 +116,8 @@ fn the_old_process_sends_a_goaway_frame_before_closing_an_http2_connection() {
     assert_eq!(frames.first().map(|f| f.0), Some(SETTINGS), "{frames:?}");
     // A GOAWAY on stream 0, then the end: not a bare close.
     let goaway = frames.iter().position(|f| f.0 == GOAWAY && f.1 == 0);
-    assert!(goaway.is_some(), "no GOAWAY before the connection ended: {frames:?}");
+    assert!(
+        goaway.is_some(),
+        "no GOAWAY before the connection ended: {frames:?}"
+    );
 }
