@@ -116,79 +116,81 @@ where
 {
     let mut h = [0u8; FRAME_HEADER];
     chan.read_exact(&mut h).await?;
-    let len = u64::from_le_bytes(h[1..].try_into().unwrap());
-    if len > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} frame of {len} bytes exceeds the limit of {limit}",
-                tag_name(h[0])
-            ),
-        ));
-    }
-    Ok((h[0], len))
+    parse_header(&h, limit)
 }
 
 /// Reads the payload of a frame whose header was read, `len` bytes (at most `limit`); the
-/// buffer grows with the bytes that actually arrive.
+/// buffer grows with the bytes that actually arrive, so a hostile length prefix cannot make
+/// it allocate.
 pub(crate) async fn read_frame_payload<R>(chan: &mut R, len: u64, limit: u64) -> io::Result<Vec<u8>>
 where
     R: AsyncRead + Unpin,
 {
-    if len > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the limit of {limit}"),
-        ));
-    }
-    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
-    let read = chan.take(len).read_to_end(&mut payload).await?;
-    if read as u64 != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("frame truncated: the channel closed after {read} of {len} bytes"),
-        ));
-    }
-    Ok(payload)
+    check_length(FRAME_UNKNOWN, len, limit)?;
+    read_payload(chan, FRAME_UNKNOWN, len).await
 }
 
-/// Reads one frame. `limit` bounds the payload; the buffer grows with the bytes that actually
-/// arrive, so a hostile length prefix cannot make it allocate.
+/// Reads one frame. `limit` bounds the payload.
 pub(crate) async fn read_frame<R>(chan: &mut R, limit: u64) -> io::Result<Frame>
 where
     R: AsyncRead + Unpin,
 {
-    let mut h = [0u8; FRAME_HEADER];
-    chan.read_exact(&mut h).await?;
-    let (tag, len) = parse_header(&h, limit)?;
-    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
-    let read = chan.take(len).read_to_end(&mut payload).await?;
-    if read as u64 != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "{} frame truncated: the channel closed after {read} of {len} bytes",
-                tag_name(tag)
-            ),
-        ));
-    }
+    let (tag, len) = read_frame_header(chan, limit).await?;
+    let payload = read_payload(chan, tag, len).await?;
     Ok(Frame { tag, payload })
 }
+
+/// No tag known: the payload of a frame whose header was read elsewhere.
+const FRAME_UNKNOWN: u8 = 0;
 
 /// Splits a frame header into tag and payload length, refusing a length over `limit`.
 fn parse_header(h: &[u8; FRAME_HEADER], limit: u64) -> io::Result<(u8, u64)> {
     let tag = h[0];
     let len = u64::from_le_bytes(h[1..].try_into().unwrap());
+    check_length(tag, len, limit)?;
+    Ok((tag, len))
+}
+
+/// The one length check of every frame reader.
+fn check_length(tag: u8, len: u64, limit: u64) -> io::Result<()> {
     if len > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{} frame of {len} bytes exceeds the limit of {limit}",
-                tag_name(tag)
+                "{}frame of {len} bytes exceeds the limit of {limit}",
+                frame_word(tag)
             ),
         ));
     }
-    Ok((tag, len))
+    Ok(())
+}
+
+/// The one truncation check of every frame reader: `len` bytes, growing with what arrives.
+async fn read_payload<R>(chan: &mut R, tag: u8, len: u64) -> io::Result<Vec<u8>>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+    let read = chan.take(len).read_to_end(&mut payload).await?;
+    if read as u64 != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{}frame truncated: the channel closed after {read} of {len} bytes",
+                frame_word(tag)
+            ),
+        ));
+    }
+    Ok(payload)
+}
+
+/// `"SNAPSHOT "` for a message, nothing when the tag is not known.
+fn frame_word(tag: u8) -> String {
+    if tag == FRAME_UNKNOWN {
+        String::new()
+    } else {
+        format!("{} ", tag_name(tag))
+    }
 }
 
 /// What a successor learns first.
