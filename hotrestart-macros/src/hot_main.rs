@@ -151,7 +151,7 @@ fn unknown_key(key: &str) -> String {
 
 fn duration(meta: &Meta, example: &str, errors: &mut Errors) -> Option<Millis> {
     let lit = args::str_value(meta, example, errors)?;
-    match parse_duration(&lit.value()) {
+    match hotrestart_duration::parse_millis(&lit.value()) {
         Ok(ms) => Some(Millis {
             ms,
             lit: lit.clone(),
@@ -164,37 +164,6 @@ fn duration(meta: &Meta, example: &str, errors: &mut Errors) -> Option<Millis> {
             None
         }
     }
-}
-
-/// `250ms`, `5s`, `2m`, `1h` into milliseconds; the same grammar as the runtime's
-/// `HOTRESTART_*_TIMEOUT` variables.
-fn parse_duration(text: &str) -> Result<u64, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let expected = "expected a whole number and a unit (ms, s, m or h), like \"5s\" or \"250ms\"";
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{expected}, got \"{text}\""))?;
-    let per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "" => {
-            return Err(format!(
-                "\"{text}\" has no unit: write \"{text}s\" or \"{text}ms\""
-            ))
-        }
-        _ => {
-            return Err(format!(
-                "unknown unit \"{unit}\": use ms, s, m or h, like \"{digits}s\""
-            ))
-        }
-    };
-    n.checked_mul(per_unit)
-        .ok_or_else(|| format!("\"{text}\" is too long"))
 }
 
 fn path(key: &str, meta: &Meta, example: &str, errors: &mut Errors) -> Option<LitStr> {
@@ -452,27 +421,5 @@ fn stub(main: &Main) -> TokenStream {
         #vis fn main() #output {
             ::core::unreachable!("`#[hot_main]` reported an error")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(250));
-        assert_eq!(parse_duration("5s"), Ok(5_000));
-        assert_eq!(parse_duration("2m"), Ok(120_000));
-        assert_eq!(parse_duration("1h"), Ok(3_600_000));
-        assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5 s").is_err());
-        assert!(parse_duration("5secs")
-            .unwrap_err()
-            .contains("unknown unit"));
-        assert!(parse_duration("99999999999999999h")
-            .unwrap_err()
-            .contains("too long"));
     }
 }

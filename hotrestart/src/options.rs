@@ -45,29 +45,10 @@ impl Default for Options {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h` (an integer and a unit).
+/// Parses `250ms`, `5s`, `2m`, `1h`: the grammar of `hotrestart-duration`, which the
+/// macros use too.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("expected a whole number and a unit, like `5s` or `250ms`, got `{text}`")
-    })?;
-    let ms = match unit.trim() {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}`: use ms, s, m or h"
-            ))
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    hotrestart_duration::parse_millis(text).map(Duration::from_millis)
 }
 
 #[cfg(test)]
@@ -82,5 +63,7 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        // One grammar with the macro: no space between the number and its unit.
+        assert!(parse_duration("5 s").is_err());
     }
 }

@@ -96,9 +96,8 @@ where
         if let Some(text) = adopted.operator_value(var) {
             match text.to_str().map(crate::options::parse_duration) {
                 Some(Ok(d)) => *slot = d,
-                _ => eprintln!(
-                    "hotrestart: ignoring {var}={text:?}: expected a duration like 5s or 250ms"
-                ),
+                Some(Err(why)) => eprintln!("hotrestart: ignoring {var}={text:?}: {why}"),
+                None => eprintln!("hotrestart: ignoring {var}={text:?}: not UTF-8"),
             }
         }
     }
