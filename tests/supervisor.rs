@@ -162,34 +162,89 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 #[test]
-fn a_rollback_in_the_middle_of_the_snapshot_keeps_the_old_generation_serving() {
-    // A snapshot too big for the ready timeout: the old process gives up in the middle of
-    // sending it. The successor must die before it sees the channel end (else it falls back
-    // to the state file and announces itself, and the supervisor follows a process about to
-    // be killed).
+fn a_rollback_at_the_snapshot_keeps_the_old_generation_serving() {
+    // The ready timeout passes while the old process's hook runs (after PREPARED), so it rolls
+    // back just as it would send the snapshot. The successor must die before it sees the
+    // channel end (else it falls back to the state file and announces itself, and the
+    // supervisor follows a process about to be killed).
     let service = Service::start_faulty(&[
         ("HOTRESTART_SUPERVISOR", "1"),
-        ("FAULTY_BALLAST_MB", "64"),
-        ("HOTRESTART_READY_TIMEOUT", "60ms"),
+        ("HOTRESTART_READY_TIMEOUT", "300ms"),
     ]);
+    service.plan("hook-sleep-ms=600");
     let main = service.first_pid;
     let serving = service.pid();
     assert_eq!(service.hit(), 1);
     service.signal(main, libc::SIGHUP);
-    service.wait_log("restart rolled back", 1);
+    let line = service.wait_log("restart rolled back", 1).remove(0);
+    assert!(
+        line.contains("did not take the snapshot within the ready timeout"),
+        "{line}"
+    );
     // Past the supervisor's wait for a status it would never get.
     std::thread::sleep(Duration::from_millis(5500));
     assert!(is_alive(main), "log:\n{}", service.log_text());
     assert_eq!(service.pid(), serving, "the old generation serves on");
     assert_eq!(service.hit(), 2);
     assert_eq!(
-        service.count_log("falling back to the state file"),
+        service.count_log("went away before handing over"),
         0,
         "the successor never served on its own; log:\n{}",
         service.log_text()
     );
     service.signal(main, libc::SIGTERM);
     assert_eq!(wait_exit(main, WAIT), 0, "log:\n{}", service.log_text());
+    assert_eq!(service.saved_count(), 2);
+}
+
+#[test]
+fn a_generation_killed_in_the_middle_of_a_handover_leaves_its_successor_serving() {
+    // The serving generation is the supervisor's own child (generation 0); it is SIGKILLed
+    // while it sends its snapshot to a successor that is stopped (SIGSTOP) meanwhile. The
+    // successor, re-parented to the supervisor, then serves on the state file, and the
+    // supervisor must follow it rather than end the service and stop it as an orphan.
+    let mut service = Service::start_faulty(&[
+        ("HOTRESTART_SUPERVISOR", "1"),
+        ("FAULTY_BALLAST_MB", "8"),
+        ("HOTRESTART_READY_TIMEOUT", "20s"),
+    ]);
+    for n in 1..=3 {
+        assert_eq!(service.hit(), n);
+    }
+    service.signal(service.first_pid, libc::SIGTERM);
+    assert_eq!(wait_exit(service.first_pid, WAIT), 0);
+    service.first_pid = service.spawn(); // a state file with 3 hits
+    let main = service.first_pid;
+    assert_eq!(service.hit(), 4); // known to the live process only
+    let old = service.pid();
+    service.plan("hook-sleep-ms=1000");
+    service.signal(main, libc::SIGHUP);
+    service.wait_log("hook: sleeping", 1);
+    let successor = service.successor_pid(1);
+    service.signal(successor, libc::SIGSTOP);
+    service.wait_log("hook: done", 1);
+    // The old generation now blocks sending a snapshot the stopped successor cannot read.
+    std::thread::sleep(Duration::from_millis(500));
+    service.signal(old, libc::SIGKILL);
+    wait_gone(old, WAIT);
+    service.signal(successor, libc::SIGCONT);
+    assert_eq!(
+        service.wait_new_pid(old),
+        successor,
+        "log:\n{}",
+        service.log_text()
+    );
+    assert_eq!(service.count(), 3, "the best state left: the state file's");
+    service.wait_log("the service goes on", 1);
+    assert!(is_alive(main), "log:\n{}", service.log_text());
+    assert_eq!(
+        service.count_log("stopping the processes left beneath it"),
+        0
+    );
+    assert_eq!(service.hit(), 4);
+    service.signal(main, libc::SIGTERM);
+    assert_eq!(wait_exit(main, WAIT), 0, "log:\n{}", service.log_text());
+    assert_eq!(service.saved_count(), 4);
 }
 
 #[test]

@@ -18,13 +18,17 @@ const BACKLOG: u32 = 1024;
 pub(crate) struct Listeners {
     inherited: Vec<(String, OwnedFd)>,
     active: Vec<(String, OwnedFd)>,
+    /// The inherited sockets came from socket activation, whose names may name nothing; a
+    /// predecessor's names are always the listeners' own.
+    activated: bool,
 }
 
 impl Listeners {
-    pub(crate) fn inherit(inherited: Vec<(String, OwnedFd)>) -> Self {
+    pub(crate) fn inherit(inherited: Vec<(String, OwnedFd)>, activated: bool) -> Self {
         Listeners {
             inherited,
             active: Vec::new(),
+            activated,
         }
     }
 
@@ -55,7 +59,7 @@ impl Listeners {
 
     /// Whether an inherited socket nobody named is waiting (then an address is worth resolving).
     fn has_unnamed(&self) -> bool {
-        self.inherited.iter().any(|(n, _)| unnamed(n))
+        self.activated && self.inherited.iter().any(|(n, _)| unnamed(n))
     }
 
     /// An inherited socket nobody named (systemfd and `systemd-socket-activate` without
@@ -64,6 +68,9 @@ impl Listeners {
     /// same port, and the same IP or either a wildcard); else, if exactly one unnamed socket of
     /// the same kind is left, that one. Never for the control socket.
     fn take_unnamed(&mut self, name: &str, want: Want<'_>) -> Option<OwnedFd> {
+        if !self.activated {
+            return None;
+        }
         let candidates: Vec<usize> = (0..self.inherited.len())
             .filter(|&i| unnamed(&self.inherited[i].0) && want.same_kind(&self.inherited[i].1))
             .collect();

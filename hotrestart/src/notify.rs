@@ -40,8 +40,9 @@ impl Notifier {
         let sock = UnixDatagram::from(fd);
         let cred = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials)
             .map_err(io::Error::from)?;
-        // A supervisor that stops reading must not hang a generation for good.
-        sock.set_write_timeout(Some(Duration::from_millis(500)))?;
+        // Never blocks a runtime thread: a supervisor that does not read gets nothing, and a
+        // successor that cannot announce itself refuses the handover.
+        sock.set_nonblocking(true)?;
         Ok(Notifier::Supervisor(Arc::new(sock), cred.pid() as u32))
     }
 
@@ -74,7 +75,7 @@ impl Notifier {
         let sent = match self {
             Notifier::Nowhere => return true,
             Notifier::Systemd(socket) => send_to(socket, state),
-            Notifier::Supervisor(sock, _) => sock.send(state.as_bytes()).map(drop),
+            Notifier::Supervisor(sock, _) => send_soon(sock, state.as_bytes()),
         };
         match sent {
             Ok(()) => {
@@ -115,6 +116,23 @@ impl Notifier {
     pub(crate) fn supervised(&self) -> bool {
         matches!(self, Notifier::Supervisor(..))
     }
+}
+
+/// One datagram to the supervisor: a full queue (it reads a moment late) is retried for up
+/// to 100 ms, then given up.
+fn send_soon(sock: &UnixDatagram, bytes: &[u8]) -> io::Result<()> {
+    for _ in 0..100 {
+        match sock.send(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            sent => return sent.map(drop),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "the supervisor has not read its socket for 100 ms",
+    ))
 }
 
 pub(crate) fn send_to(socket: &std::ffi::OsStr, state: &str) -> io::Result<()> {

@@ -55,7 +55,13 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-/// Ignored by the supervisor, reset to their defaults for the generations.
+/// An all-zero `sigaction` (no handler, empty mask, no flags), to fill in.
+fn zeroed_sigaction() -> libc::sigaction {
+    // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Ignored by the supervisor, given back as they were to the generations.
 const JOB_CONTROL: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 /// How long the exit status of a current generation that is not the supervisor's child (its
@@ -171,12 +177,21 @@ struct Supervisor {
     told_upstream_ready: bool,
     /// Since when the exit status of the current generation (by pid) is awaited.
     awaiting: Option<(i32, Instant)>,
+    /// A restart began (`RELOADING=1`) and no generation said READY since.
+    reloading: Option<Instant>,
+    /// How long a successor may take to announce itself.
+    ready_timeout: Duration,
 }
 
 /// Runs the supervisor and returns its exit code. Only called from `run_main`, while the
 /// process has a single thread.
-pub(crate) fn run() -> i32 {
-    match start() {
+pub(crate) fn run(ready_timeout: Duration) -> i32 {
+    // The operator's override, as the generations read it.
+    let ready_timeout = std::env::var(sys::ENV_READY_TIMEOUT)
+        .ok()
+        .and_then(|t| crate::options::parse_duration(&t).ok())
+        .unwrap_or(ready_timeout);
+    match start(ready_timeout) {
         Ok(mut s) => s.run(),
         Err(e) => {
             say(format_args!("cannot start generation 0: {e}"));
@@ -193,7 +208,7 @@ fn say(what: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
-fn start() -> io::Result<Supervisor> {
+fn start(ready_timeout: Duration) -> io::Result<Supervisor> {
     let me = std::process::id();
     // Sockets passed by socket activation to this process go on to generation 0 as they are
     // (fds 3.., not close-on-exec). Listed before this process opens any fd of its own, so a
@@ -220,9 +235,14 @@ fn start() -> io::Result<Supervisor> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     // Job control would stop the supervisor alone (the generations are in a process group of
     // their own) and leave them unheard: Ctrl-Z does nothing, the service goes on.
-    for sig in JOB_CONTROL {
-        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    let mut job_control = [(0, zeroed_sigaction()); JOB_CONTROL.len()];
+    for (slot, sig) in job_control.iter_mut().zip(JOB_CONTROL) {
+        let mut ignore = zeroed_sigaction();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        slot.0 = sig;
+        // SAFETY: sigaction reads `ignore` and writes the previous disposition into `slot.1`,
+        // both live locals; SIG_IGN installs no handler code.
+        unsafe { libc::sigaction(sig, &ignore, &mut slot.1) };
     }
     let (sock, theirs) = UnixDatagram::pair()?;
     sock.set_nonblocking(true)?;
@@ -241,15 +261,15 @@ fn start() -> io::Result<Supervisor> {
     }
     let fd = theirs.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
-    // sigprocmask and signal, which are async-signal-safe: it lets exactly the generation's end
-    // of the socketpair cross exec, and gives it the signal mask and job-control dispositions
-    // of an ordinary process.
+    // sigprocmask and sigaction, which are async-signal-safe: it lets exactly the generation's
+    // end of the socketpair cross exec, and gives it back the signal mask and the job-control
+    // dispositions the supervisor was started with.
     unsafe {
         cmd.pre_exec(move || {
             sys::set_cloexec(fd, false)?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
-            for sig in JOB_CONTROL {
-                libc::signal(sig, libc::SIG_DFL);
+            for (sig, previous) in &job_control {
+                libc::sigaction(*sig, previous, std::ptr::null_mut());
             }
             Ok(())
         });
@@ -285,6 +305,8 @@ fn start() -> io::Result<Supervisor> {
         stop: None,
         told_upstream_ready: false,
         awaiting: None,
+        reloading: None,
+        ready_timeout,
     })
 }
 
@@ -435,9 +457,20 @@ impl Supervisor {
         }
     }
 
+    /// Passes `sig` to the serving generation, through its pidfd where there is one (never to
+    /// a process that reused the pid of one that exited).
     fn forward(&self, sig: Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.current);
-        match nix::sys::signal::kill(pid, sig) {
+        let pidfd = self
+            .alive
+            .iter()
+            .find(|g| g.pid == self.current)
+            .and_then(|g| g.pidfd.as_ref());
+        let sent = match pidfd {
+            Some(fd) => sys::pidfd_signal(fd.as_fd(), sig as i32).map_err(|e| e.to_string()),
+            None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.current), sig)
+                .map_err(|e| e.to_string()),
+        };
+        match sent {
             Ok(()) => say(format_args!("{sig:?} → generation pid {}", self.current)),
             Err(e) => say(format_args!(
                 "{sig:?} could not be passed to generation pid {}: {e}",
@@ -482,6 +515,7 @@ impl Supervisor {
                 }
             }
             self.ready = true;
+            self.reloading = None;
             self.upstream(if self.told_upstream_ready {
                 "READY=1".to_owned()
             } else {
@@ -492,6 +526,7 @@ impl Supervisor {
                 self.forward(Signal::SIGHUP);
             }
         } else if field("RELOADING") == Some("1") {
+            self.reloading = Some(Instant::now());
             self.upstream(text.to_owned());
         } else if field("STOPPING") == Some("1") {
             self.upstream("STOPPING=1".to_owned());
@@ -538,7 +573,14 @@ impl Supervisor {
                 return None;
             }
             self.alive.retain(|g| !g.exited());
-            if self.alive.is_empty() {
+            // A generation killed in the middle of a handover leaves its successor here (it
+            // was re-parented): that one may still take over, from the state file, and
+            // announce itself; it gets the ready timeout to do so.
+            let successor_may_come = self
+                .reloading
+                .is_some_and(|since| since.elapsed() < self.ready_timeout + Duration::from_secs(1))
+                && !children(self.me).is_empty();
+            if self.alive.is_empty() && !successor_may_come {
                 break;
             }
             // Older generations finish their drain (bounded by their drain timeout).
@@ -553,23 +595,7 @@ impl Supervisor {
     /// killed after 2 s, so that nothing outlives the main process.
     fn end_orphans(&mut self) {
         let me = self.me;
-        let children = || -> Vec<i32> {
-            std::fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|pid| {
-                    let stat =
-                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                    let rest = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
-                    let mut fields = rest.split(' ');
-                    let state = fields.next().unwrap_or("Z");
-                    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-                    ppid == Some(me) && state != "Z"
-                })
-                .collect()
-        };
+        let children = || children(me);
         let left = children();
         if left.is_empty() {
             return;
@@ -598,4 +624,15 @@ fn alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
     matches!(state, Some(s) if s != 'Z')
+}
+
+/// The live children of `pid` (`/proc/<pid>/task/<tid>/children`; the supervisor has one
+/// thread, so one file), zombies left out.
+fn children(pid: u32) -> Vec<i32> {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|&p| alive(p))
+        .collect()
 }

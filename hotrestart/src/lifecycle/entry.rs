@@ -84,7 +84,7 @@ where
     // Before the runtime exists, and before anything of the user's runs: the first process
     // may become the supervisor, which stays while generations come and go beneath it.
     if crate::supervisor::wanted(main.supervisor) {
-        std::process::exit(crate::supervisor::run());
+        std::process::exit(crate::supervisor::run(main.options.ready_timeout));
     }
     // Before the runtime exists: the process has one thread, so changing the environment is sound.
     let adopted = Adopted::from_env();

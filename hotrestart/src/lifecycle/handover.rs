@@ -114,11 +114,10 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 .lock()
                 .unwrap()
                 .push(format!("rolled back: {reason}"));
-            // Announced before the successor is killed: it may have announced itself already,
-            // and whoever follows the service must learn that this process serves again
-            // before it can see the successor gone. The channel is still open, so the
-            // successor cannot have seen it end; it dies before it does.
-            inner.notifier.ready();
+            // Killed while the channel is still open, so it never sees the channel end (and
+            // never falls back to serving on its own); reaped; then this process announces
+            // that it serves again. If the successor had announced itself, the supervisor
+            // saw it die without being its parent and waits for word: this is it.
             if let Some(mut s) = successor {
                 if let Some(mut child) = s.child.take() {
                     let _ = child.start_kill();
@@ -126,8 +125,6 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 }
             }
             drop(chan);
-            // And again once it is gone: an announcement of its own may have landed between
-            // the first one and its death.
             inner.notifier.ready();
             inner.phase.send_replace(Phase::Serving);
             tracing::warn!(
@@ -163,7 +160,7 @@ impl Attempt {
             .map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
         drop(theirs);
         let pid = child.id().unwrap_or(0);
-        *inner.successor.lock().unwrap() = sys::pidfd_open(pid as i32).ok();
+        *inner.successor.lock().unwrap() = Some((pid, sys::pidfd_open(pid as i32).ok()));
         let s = self.successor.insert(Successor {
             child: Some(child),
             pid,

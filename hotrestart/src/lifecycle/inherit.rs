@@ -29,6 +29,10 @@ pub(crate) struct Adopted {
     generation: u64,
     listeners: Vec<(String, OwnedFd)>,
     predecessor: Option<StdUnixStream>,
+    /// The previous generation, this process's parent at start.
+    predecessor_pid: Option<u32>,
+    /// The listeners came from socket activation.
+    activated: bool,
     error: Option<Error>,
     /// Said before any log subscriber could exist; logged at the first use of `Hot`.
     notes: Vec<String>,
@@ -51,6 +55,8 @@ impl Adopted {
             generation: 0,
             listeners: Vec::new(),
             predecessor: None,
+            predecessor_pid: None,
+            activated: false,
             error: None,
             notes: Vec::new(),
             ancestors: Vec::new(),
@@ -73,13 +79,18 @@ impl Adopted {
                         adopted.notes.push(format!("generation {generation}: adopted {} socket(s) from the previous process", fds.len()));
                         adopted.generation = generation;
                         adopted.predecessor = Some(chan);
+                        // It spawned this process: while it lives it is the parent.
+                        adopted.predecessor_pid = Some(nix::unistd::getppid().as_raw() as u32);
                         adopted.listeners = fds;
                     }
                     Err(e) => adopted.error = Some(e),
                 }
             }
             Err(_) => match listeners::from_listen_fds(&mut adopted.notes) {
-                Ok(fds) => adopted.listeners = fds,
+                Ok(fds) => {
+                    adopted.activated = !fds.is_empty();
+                    adopted.listeners = fds;
+                }
                 Err(e) => adopted.error = Some(e),
             },
         }
@@ -176,10 +187,11 @@ impl Hot {
             args: adopted.args,
             operator_env: adopted.operator_env,
             notifier: adopted.notifier,
-            listeners: Mutex::new(Listeners::inherit(adopted.listeners)),
+            listeners: Mutex::new(Listeners::inherit(adopted.listeners, adopted.activated)),
             adopt_error: Mutex::new(adopted.error),
             notes: Mutex::new(adopted.notes),
             predecessor: Mutex::new(adopted.predecessor),
+            predecessor_pid: adopted.predecessor_pid,
             phase: watch::Sender::new(Phase::Serving),
             work: Tracker::new(),
             ready: OnceLock::new(),

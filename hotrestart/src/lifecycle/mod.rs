@@ -91,6 +91,8 @@ struct Inner {
     adopt_error: Mutex<Option<Error>>,
     notes: Mutex<Vec<String>>,
     predecessor: Mutex<Option<StdUnixStream>>,
+    /// The previous generation's pid: this process's parent until it exits.
+    predecessor_pid: Option<u32>,
     phase: watch::Sender<Phase>,
     work: Tracker,
     ready: OnceLock<ReadyState>,
@@ -102,9 +104,10 @@ struct Inner {
     ancestors: Vec<u32>,
     /// One line per restart this process attempted.
     history: Mutex<Vec<String>>,
-    /// A pidfd of the successor being started, while it is not committed: a SIGTERM that
-    /// abandons the restart kills it through this, never a process that reused its pid.
-    successor: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// The successor being started, while it is not committed: a SIGTERM that abandons the
+    /// restart kills it through its pidfd (never a process that reused its pid), or by pid
+    /// where pidfds are missing (it is an unreaped child then).
+    successor: Mutex<Option<(u32, Option<std::os::fd::OwnedFd>)>>,
     /// False when a bad state file could not be moved aside: it must then not be overwritten.
     state_file_writable: AtomicBool,
     /// Connections parked for the successor during a handover.
@@ -489,9 +492,25 @@ impl Hot {
 
 impl Inner {
     /// SIGKILLs the successor of the restart in progress, if there is one.
+    /// SIGKILLs the successor of the restart in progress, if there is one, and waits (up to
+    /// a second) until it is dead, so that nothing it says can come after what follows.
     fn kill_successor(&self) {
-        if let Some(pidfd) = self.successor.lock().unwrap().take() {
-            let _ = sys::pidfd_signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGKILL);
+        let Some((pid, pidfd)) = self.successor.lock().unwrap().take() else {
+            return;
+        };
+        match &pidfd {
+            Some(fd) => {
+                let fd = std::os::fd::AsFd::as_fd(fd);
+                let _ = sys::pidfd_signal(fd, libc::SIGKILL);
+                let mut polled = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut polled, nix::poll::PollTimeout::from(1000u16));
+            }
+            None => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
 

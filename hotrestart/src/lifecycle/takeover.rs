@@ -43,14 +43,14 @@ impl Hot {
         chan.set_nonblocking(true)
             .map_err(|e| Error::io("handoff channel", e))?;
         let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
-        let limit = self.inner.options.ready_timeout;
-        let started = Instant::now();
         let offered = capabilities(&self.inner.options, &self.inner.notifier);
         // Whether CONNECTIONS frames follow the snapshot: the previous process says so in a
         // PLAN frame before it. One that sends none (an older version, or hand-over turned off
         // there) sends SNAPSHOT right away, and no connections.
         let mut planned = 0u8;
-        let header = tokio::time::timeout(limit, async {
+        // No deadline of its own: the previous process has one (its ready timeout), and kills
+        // this process when it passes; a channel that ends means it died (see below).
+        let header = async {
             handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[offered]).await?;
             let header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await?;
             if header.0 != handoff::TAG_PLAN {
@@ -60,12 +60,11 @@ impl Hot {
                 handoff::read_frame_payload(&mut chan, header.1, handoff::MAX_CONTROL).await?;
             planned = plan.first().copied().unwrap_or(0) & offered & handoff::CAP_CONNECTIONS;
             handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
-        })
+        }
         .await;
         let vanished = match header {
-            Ok(Ok((handoff::TAG_SNAPSHOT, len))) => {
-                let (back, received) =
-                    receive_snapshot(chan, len, limit.saturating_sub(started.elapsed())).await?;
+            Ok((handoff::TAG_SNAPSHOT, len)) => {
+                let (back, received) = receive_snapshot(chan, len).await?;
                 chan = back;
                 match received {
                     Received::Snapshot(mut reader) => {
@@ -88,21 +87,21 @@ impl Hot {
                     Received::Cut(why) => Some(why),
                 }
             }
-            Ok(Ok((tag, _))) => {
+            Ok((tag, _)) => {
                 let e =
                     Error::handoff(format!("expected SNAPSHOT, got {}", handoff::tag_name(tag)));
                 return Err(reject(&mut chan, "snapshot", e).await);
             }
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no snapshot within {limit:?}")),
+            Err(e) => Some(e.to_string()),
         };
-        // The channel ended (the previous process died: serve on the state file) or stalled
-        // past the ready timeout (it is alive and still holds its state, and will roll back:
-        // serving now would be two processes accepting, one with a stale state: refuse).
-        if vanished.is_some() && started.elapsed() >= limit {
-            let e = Error::handoff(format!(
-                "no complete snapshot within the ready timeout ({limit:?}); the previous process keeps its state"
-            ));
+        // The channel ended before the state came. If the previous process died (it is no
+        // longer this process's parent), the state file is the best state left: serve on it.
+        // If it is alive, it holds the live state and does not hand it over (it rolls back):
+        // serving would make two processes accept, one with a stale state; refuse.
+        if vanished.is_some() && !self.predecessor_gone() {
+            let e = Error::handoff(
+                "the channel ended before the snapshot while the previous process is alive (it keeps its state)",
+            );
             return Err(reject(&mut chan, "handover", e).await);
         }
         let vanished = vanished.is_some_and(|why| {
@@ -178,7 +177,7 @@ enum Received {
     Snapshot(SnapshotReader),
     /// The data is wrong: the successor must refuse it.
     Corrupt(Error),
-    /// The channel ended or stalled: the previous process is gone or hung.
+    /// The channel ended before the snapshot did.
     Cut(String),
 }
 
@@ -188,21 +187,16 @@ const SMALL_SNAPSHOT: u64 = 256 << 10;
 /// Reads a snapshot of `len` bytes from the channel. A small one is read whole; a large one is
 /// read field by field on a blocking thread (the decoder is synchronous; no frame-sized buffer
 /// is ever allocated). Gives the channel back.
-async fn receive_snapshot(
-    mut chan: UnixStream,
-    len: u64,
-    limit: Duration,
-) -> Result<(UnixStream, Received)> {
+async fn receive_snapshot(mut chan: UnixStream, len: u64) -> Result<(UnixStream, Received)> {
     if len <= SMALL_SNAPSHOT {
         use tokio::io::AsyncReadExt;
         let mut frame = vec![0u8; len as usize];
-        let received = match tokio::time::timeout(limit, chan.read_exact(&mut frame)).await {
-            Ok(Ok(_)) => match SnapshotReader::new(frame) {
+        let received = match chan.read_exact(&mut frame).await {
+            Ok(_) => match SnapshotReader::new(frame) {
                 Ok(reader) => Received::Snapshot(reader),
                 Err(e) => Received::Corrupt(e),
             },
-            Ok(Err(e)) => Received::Cut(format!("SNAPSHOT frame truncated: {e}")),
-            Err(_) => Received::Cut(format!("SNAPSHOT frame not received within {limit:?}")),
+            Err(e) => Received::Cut(format!("SNAPSHOT frame truncated: {e}")),
         };
         return Ok((chan, received));
     }
@@ -211,7 +205,7 @@ async fn receive_snapshot(
         .map_err(|e| Error::io("handoff channel", e))?;
     std.set_nonblocking(false)
         .map_err(|e| Error::io("handoff channel", e))?;
-    std.set_read_timeout(Some(limit.max(Duration::from_millis(1))))
+    std.set_read_timeout(None)
         .map_err(|e| Error::io("handoff channel", e))?;
     let (std, received) = tokio::task::spawn_blocking(move || {
         use std::io::Read;
@@ -247,4 +241,14 @@ async fn reject(chan: &mut UnixStream, what: &str, e: Error) -> Error {
     tracing::error!("refusing the previous process's {what}: {e}");
     let _ = handoff::write_frame(chan, handoff::TAG_REJECT, e.to_string().as_bytes()).await;
     e
+}
+
+impl Hot {
+    /// The previous generation has exited: this process was re-parented (to the supervisor,
+    /// a subreaper or init).
+    fn predecessor_gone(&self) -> bool {
+        self.inner
+            .predecessor_pid
+            .is_some_and(|pid| nix::unistd::getppid().as_raw() as u32 != pid)
+    }
 }
