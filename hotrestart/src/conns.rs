@@ -8,9 +8,6 @@
 //! claims them. The verdict (moved: READY came; kept: the restart rolled back) tells each
 //! parked task to close its copy or to serve the connection again itself.
 
-// Without the `http` feature nothing parks or claims connections.
-#![cfg_attr(not(feature = "http"), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
@@ -55,11 +52,13 @@ struct Round {
 }
 
 /// Where a parked connection waits for its verdict.
+#[cfg(feature = "http")]
 pub(crate) struct Ticket {
     round: u64,
     verdict: watch::Receiver<(u64, Verdict)>,
 }
 
+#[cfg(feature = "http")]
 impl Ticket {
     /// What became of the round this connection was parked in.
     pub(crate) async fn verdict(mut self) -> Verdict {
@@ -102,12 +101,14 @@ impl Outbox {
 
     /// Whether connections should park (rather than close) in the current quiescence: a
     /// round is open and its connections have not been taken for sending yet.
+    #[cfg(feature = "http")]
     pub(crate) fn is_open(&self) -> bool {
         self.round.lock().unwrap().accepting
     }
 
     /// Parks a connection, if the round still takes them; the ticket tells what became of it.
     /// `None`: too late, the parked connections were already sent; serve it and let it drain.
+    #[cfg(feature = "http")]
     pub(crate) fn park(&self, parcel: Parcel) -> Option<Ticket> {
         let mut round = self.round.lock().unwrap();
         if !round.accepting {
@@ -165,17 +166,98 @@ impl Inbox {
             .push(arrival);
     }
 
+    #[cfg(feature = "http")]
     pub(crate) fn claim(&self, key: &str) -> Vec<Arrival> {
         self.by_key.lock().unwrap().remove(key).unwrap_or_default()
     }
 
-    /// Closes what nobody claimed; returns how many, by listener.
-    pub(crate) fn close_unclaimed(&self) -> Vec<(String, usize)> {
+    /// Closes what nobody claimed; returns, by listener, how many connections and how many
+    /// bytes read from them but never parsed.
+    pub(crate) fn close_unclaimed(&self) -> Vec<(String, usize, usize)> {
         let left = std::mem::take(&mut *self.by_key.lock().unwrap());
-        left.into_iter().map(|(k, v)| (k, v.len())).collect()
+        left.into_iter()
+            .map(|(key, arrivals)| {
+                let n = arrivals.len();
+                let unread = arrivals
+                    .into_iter()
+                    .map(|Arrival { fd, prefix }| {
+                        drop(fd);
+                        prefix.len()
+                    })
+                    .sum();
+                (key, n, unread)
+            })
+            .collect()
     }
 
     pub(crate) fn len(&self) -> usize {
         self.by_key.lock().unwrap().values().map(Vec::len).sum()
+    }
+}
+
+/// The seam between the lifecycle and a serving layer (`http::serve`, and next custom
+/// protocols): what the layer is handed to move its connections and account for its work,
+/// and all it needs of the lifecycle's state. Cheap to clone; `Hot::connections` gives one.
+#[derive(Clone)]
+pub(crate) struct Handover(Arc<HandoverState>);
+
+/// The state behind a [`Handover`], which the lifecycle reads directly.
+pub(crate) struct HandoverState {
+    /// Connections parked for the successor during a handover.
+    pub(crate) outbox: Outbox,
+    /// Connections received from the previous process, until a serving layer claims them.
+    pub(crate) inbox: Inbox,
+    /// Live work: the snapshot waits for it, the drain too.
+    pub(crate) work: crate::drain::Tracker,
+    drain_timeout: std::time::Duration,
+}
+
+impl Handover {
+    pub(crate) fn new(drain_timeout: std::time::Duration) -> Self {
+        Handover(Arc::new(HandoverState {
+            outbox: Outbox::new(),
+            inbox: Inbox::default(),
+            work: crate::drain::Tracker::new(),
+            drain_timeout,
+        }))
+    }
+
+    /// Waits for live work to end, up to the drain timeout; returns what is still live.
+    pub(crate) async fn work_idle(&self) -> usize {
+        self.work.drained(self.drain_timeout).await
+    }
+}
+
+impl std::ops::Deref for Handover {
+    type Target = HandoverState;
+    fn deref(&self) -> &HandoverState {
+        &self.0
+    }
+}
+
+/// What only a serving layer asks.
+#[cfg(feature = "http")]
+impl Handover {
+    /// Connections handed over from the previous process that arrived on the listener known
+    /// as `key`; each is given out once.
+    pub(crate) fn claim(&self, key: &str) -> Vec<Arrival> {
+        self.inbox.claim(key)
+    }
+
+    /// Records a connection closed while still busy at the drain timeout.
+    pub(crate) fn connection_cut(&self) {
+        self.work.cut_one();
+    }
+
+    /// Logs, once, the connections cut at the drain timeout since the last call.
+    pub(crate) fn report_cut(&self, when: &str) {
+        let cut = self.work.take_unreported_cut();
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "{cut} connection(s) still busy at the drain timeout ({:?}) were closed {when}",
+                self.drain_timeout
+            );
+        }
     }
 }

@@ -58,7 +58,7 @@ impl Tracker {
     }
 
     /// Records a connection closed while busy at the drain timeout.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[cfg(feature = "http")]
     pub(crate) fn cut_one(&self) {
         self.cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -75,7 +75,7 @@ impl Tracker {
     }
 
     /// Cut connections not reported yet.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[cfg(feature = "http")]
     pub(crate) fn take_unreported_cut(&self) -> usize {
         let cut = self.take_cut();
         let reported = self.reported.swap(0, std::sync::atomic::Ordering::Relaxed);
@@ -125,7 +125,7 @@ pub struct WorkGuard {
     parked: bool,
 }
 
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
+#[cfg(feature = "http")]
 impl WorkGuard {
     /// The same unit, now counted as a parked connection (one update, not two).
     pub(crate) fn into_parked(mut self) -> WorkGuard {

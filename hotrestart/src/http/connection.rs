@@ -67,7 +67,7 @@ async fn park(
     prefix: Vec<u8>,
     (key, fd): &(Arc<str>, RawFd),
 ) -> Parked {
-    let Some(ticket) = hot.outbox().park(Parcel {
+    let Some(ticket) = hot.connections().outbox.park(Parcel {
         fd: *fd,
         key: key.clone(),
         prefix,
@@ -100,7 +100,7 @@ async fn given_back(
 ) -> bool {
     activity.touch();
     phase
-        .wait_for(|p| *p != Phase::Quiesced || hot.outbox().is_open())
+        .wait_for(|p| *p != Phase::Quiesced || hot.connections().outbox.is_open())
         .await
         .is_ok()
 }
@@ -112,7 +112,7 @@ async fn left_serving(phase: &mut tokio::sync::watch::Receiver<Phase>) {
 
 /// Whether connections are being handed over right now.
 fn handing_over(hot: &Hot, phase: &tokio::sync::watch::Receiver<Phase>) -> bool {
-    *phase.borrow() == Phase::Quiesced && hot.outbox().is_open()
+    *phase.borrow() == Phase::Quiesced && hot.connections().outbox.is_open()
 }
 
 async fn connection<I, S>(
@@ -210,7 +210,7 @@ async fn connection<I, S>(
         // GOAWAY: streams in flight finish, the client opens its next connection elsewhere.
         conn.as_mut().graceful_shutdown();
         if tokio::time::timeout(drain, conn).await.is_err() {
-            hot.connection_cut();
+            hot.connections().connection_cut();
         }
         return;
     }
@@ -321,7 +321,7 @@ where
     }
     conn.shutdown();
     if tokio::time::timeout_at(deadline, conn).await.is_err() {
-        hot.connection_cut();
+        hot.connections().connection_cut();
     }
 }
 

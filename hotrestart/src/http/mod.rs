@@ -74,7 +74,7 @@ where
     let hot = &hot;
     let key: Option<Arc<str>> = listener.identity().map(Arc::from);
     if let Some(key) = &key {
-        let arrivals = hot.claim_connections(key);
+        let arrivals = hot.connections().claim(key);
         let count = arrivals.len();
         for arrival in arrivals {
             match L::adopt(arrival.fd) {
@@ -121,13 +121,13 @@ where
             }
         }
     }
-    let left = hot.inner_work_idle().await;
+    let left = hot.connections().work_idle().await;
     if left > 0 {
         tracing::warn!(
             left,
             "connections still open after the drain timeout: closing them"
         );
     }
-    hot.report_cut("while draining");
+    hot.connections().report_cut("while draining");
     Ok(())
 }

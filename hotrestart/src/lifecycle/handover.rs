@@ -58,7 +58,7 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
             connections,
             announces,
         }) => {
-            inner.outbox.decide(Verdict::Moved);
+            inner.handover.outbox.decide(Verdict::Moved);
             let pid = successor.as_ref().map_or(0, |s: &Successor| s.pid);
             if inner.notifier.supervised() && !announces {
                 // A successor of a version without a supervisor: announced for it, before this
@@ -108,7 +108,7 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
             Ok(restarted)
         }
         Err(reason) => {
-            inner.outbox.decide(Verdict::Kept);
+            inner.handover.outbox.decide(Verdict::Kept);
             inner
                 .history
                 .lock()
@@ -198,7 +198,7 @@ impl Attempt {
         let hand_connections =
             inner.options.hand_over_connections && capabilities & handoff::CAP_CONNECTIONS != 0;
         if hand_connections {
-            inner.outbox.open();
+            inner.handover.outbox.open();
         }
         tracing::debug!(
             pid,
@@ -208,9 +208,9 @@ impl Attempt {
 
         self.quiesced_at = Some(Instant::now());
         inner.phase.send_replace(Phase::Quiesced);
-        let busy = inner.work.idle(inner.options.drain_timeout).await;
-        inner.work.reported(busy);
-        let left = busy + inner.work.take_cut();
+        let busy = inner.handover.work.idle(inner.options.drain_timeout).await;
+        inner.handover.work.reported(busy);
+        let left = busy + inner.handover.work.take_cut();
         if left > 0 {
             tracing::warn!(
             left,
@@ -237,7 +237,7 @@ impl Attempt {
         deliver(chan, child, pid, deadline, Delivery::Snapshot(&frame)).await?;
         let mut connections = 0;
         if hand_connections {
-            let parcels = inner.outbox.take();
+            let parcels = inner.handover.outbox.take();
             connections = parcels.len();
             deliver(chan, child, pid, deadline, Delivery::Connections(&parcels)).await?;
         }

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::conns::{Inbox, Outbox};
-use crate::drain::{Phase, Tracker};
+use crate::conns::Handover;
+use crate::drain::Phase;
 use crate::error::{Error, Result};
 use crate::handoff::{self};
 use crate::listeners::{self, Listeners};
@@ -180,6 +180,7 @@ fn adopt_handoff(text: &str) -> Result<Handoff> {
 impl Hot {
     pub(super) fn start(options: Options, adopted: Adopted) -> Hot {
         let (restart_tx, restart_rx) = mpsc::channel(16);
+        let handover = Handover::new(options.drain_timeout);
         let inner = Arc::new(Inner {
             options,
             generation: adopted.generation,
@@ -193,7 +194,6 @@ impl Hot {
             predecessor: Mutex::new(adopted.predecessor),
             predecessor_pid: adopted.predecessor_pid,
             phase: watch::Sender::new(Phase::Serving),
-            work: Tracker::new(),
             ready: OnceLock::new(),
             ready_tx: watch::Sender::new(false),
             restart_tx,
@@ -203,8 +203,7 @@ impl Hot {
             ancestors: adopted.ancestors,
             history: Mutex::new(Vec::new()),
             successor: Mutex::new(None),
-            outbox: Outbox::new(),
-            inbox: Inbox::default(),
+            handover,
         });
         // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
         let signals = Signals::install();

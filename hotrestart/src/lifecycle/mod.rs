@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::conns::{Arrival, Inbox, Outbox};
-use crate::drain::{Phase, Shutdown, Tracker, WorkGuard};
+use crate::conns::Handover;
+use crate::drain::{Phase, Shutdown, WorkGuard};
 use crate::error::{Error, Result};
 use crate::hooks::{self, HookContext};
 use crate::listeners::Listeners;
@@ -94,7 +94,6 @@ struct Inner {
     /// The previous generation's pid: this process's parent until it exits.
     predecessor_pid: Option<u32>,
     phase: watch::Sender<Phase>,
-    work: Tracker,
     ready: OnceLock<ReadyState>,
     ready_tx: watch::Sender<bool>,
     restart_tx: mpsc::Sender<RestartReply>,
@@ -110,10 +109,8 @@ struct Inner {
     successor: Mutex<Option<(u32, Option<std::os::fd::OwnedFd>)>>,
     /// False when a bad state file could not be moved aside: it must then not be overwritten.
     state_file_writable: AtomicBool,
-    /// Connections parked for the successor during a handover.
-    outbox: Outbox,
-    /// Connections received from the previous process, until `http::serve` claims them.
-    inbox: Inbox,
+    /// The seam with the serving layers: parked and received connections, live work.
+    handover: Handover,
 }
 
 /// The application's handle on hotrestart: listeners, readiness, restarts, shutdown.
@@ -227,13 +224,14 @@ impl Hot {
         if self.inner.options.watch_exe {
             tokio::spawn(watch_exe(self.clone()));
         }
-        if self.inner.inbox.len() > 0 {
+        if self.inner.handover.inbox.len() > 0 {
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(UNCLAIMED_CONNECTIONS).await;
-                for (listener, n) in inner.inbox.close_unclaimed() {
+                for (listener, n, unread_bytes) in inner.handover.inbox.close_unclaimed() {
                     tracing::warn!(
                         listener,
+                        unread_bytes,
                         "closed {n} connection(s) handed over by the previous process: no hotrestart::http::serve on that listener claimed them within {UNCLAIMED_CONNECTIONS:?}"
                     );
                 }
@@ -246,17 +244,10 @@ impl Hot {
         );
         Ok(state)
     }
-    /// Connections handed over from the previous process that arrived on the listener known
-    /// as `key`; each is given out once.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn claim_connections(&self, key: &str) -> Vec<Arrival> {
-        self.inner.inbox.claim(key)
-    }
-
-    /// The round of connections parked for a successor.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn outbox(&self) -> &Outbox {
-        &self.inner.outbox
+    /// The seam a serving layer (`http::serve`) works through.
+    #[cfg(feature = "http")]
+    pub(crate) fn connections(&self) -> &Handover {
+        &self.inner.handover
     }
 
     fn control_listener(&self, path: &Path) -> Result<tokio::net::UnixListener> {
@@ -384,35 +375,7 @@ impl Hot {
     /// Marks one unit of live work (an accept loop, a connection). The snapshot of a handover
     /// waits, up to the drain timeout, until every guard is dropped.
     pub fn track(&self) -> WorkGuard {
-        self.inner.work.enter()
-    }
-
-    /// Waits for live work to end, up to the drain timeout; returns what is still live.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) async fn inner_work_idle(&self) -> usize {
-        self.inner
-            .work
-            .drained(self.inner.options.drain_timeout)
-            .await
-    }
-
-    /// Records a connection closed while still busy at the drain timeout.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn connection_cut(&self) {
-        self.inner.work.cut_one();
-    }
-
-    /// Logs, once, the connections cut at the drain timeout since the last call.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn report_cut(&self, when: &str) {
-        let cut = self.inner.work.take_unreported_cut();
-        if cut > 0 {
-            tracing::warn!(
-                cut,
-                "{cut} connection(s) still busy at the drain timeout ({:?}) were closed {when}",
-                self.inner.options.drain_timeout
-            );
-        }
+        self.inner.handover.work.enter()
     }
 
     async fn run_body<F, Fut>(&self, body: F) -> Fut::Output
@@ -442,11 +405,7 @@ impl Hot {
         let exit = *self.inner.exit.lock().unwrap();
         self.inner.phase.send_replace(Phase::Stopping);
         if exit == Exit::HandedOver {
-            let left = self
-                .inner
-                .work
-                .drained(self.inner.options.drain_timeout)
-                .await;
+            let left = self.inner.handover.work_idle().await;
             tracing::info!(
                 generation = self.inner.generation,
                 left,
@@ -457,11 +416,7 @@ impl Hot {
         let Some(ready) = self.inner.ready.get() else {
             return;
         };
-        let left = self
-            .inner
-            .work
-            .drained(self.inner.options.drain_timeout)
-            .await;
+        let left = self.inner.handover.work_idle().await;
         if left > 0 {
             tracing::warn!(left, "work still live after the drain timeout");
         }

@@ -150,7 +150,7 @@ impl Hot {
             };
             count += batch.len();
             for (entry, fd) in batch {
-                self.inner.inbox.put(
+                self.inner.handover.inbox.put(
                     entry.key,
                     Arrival {
                         fd,

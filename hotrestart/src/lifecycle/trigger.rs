@@ -91,7 +91,7 @@ pub(super) async fn run_triggers(
             );
             tracing::warn!("{reason}");
             if let Some(reply) = reply {
-                let _ = reply.send((Err(Error::Refused { reason }), inner.work.enter()));
+                let _ = reply.send((Err(Error::Refused { reason }), inner.handover.work.enter()));
             }
             continue;
         }
@@ -116,9 +116,9 @@ pub(super) async fn run_triggers(
                     Trigger::Signal => tracing::info!("SIGHUP during a restart: coalesced into the running one"),
                     Trigger::Call(reply) => {
                         tracing::info!("restart requested during a restart: refused");
-                        let _ = reply.send((Err(Error::RestartInProgress), inner.work.enter()));
+                        let _ = reply.send((Err(Error::RestartInProgress), inner.handover.work.enter()));
                     }
-                    Trigger::Stop(why) if inner.outbox.in_successor_hands() => {
+                    Trigger::Stop(why) if inner.handover.outbox.in_successor_hands() => {
                         tracing::warn!("{why} during a restart whose connections were already sent: finishing the handover first");
                         stop_after = Some(why);
                     }
@@ -142,7 +142,7 @@ pub(super) async fn run_triggers(
         if let Some(why) = stop_after {
             let committed = outcome.is_ok();
             if let Some(reply) = reply {
-                let _ = reply.send((outcome, inner.work.enter()));
+                let _ = reply.send((outcome, inner.handover.work.enter()));
             }
             if committed {
                 tracing::info!("{why}: handed over, exiting");
@@ -155,7 +155,7 @@ pub(super) async fn run_triggers(
         }
         let committed = outcome.is_ok();
         if let Some(reply) = reply {
-            let _ = reply.send((outcome, inner.work.enter()));
+            let _ = reply.send((outcome, inner.handover.work.enter()));
         }
         if committed {
             stop(&inner, Exit::HandedOver);
@@ -176,7 +176,7 @@ fn stop(inner: &Inner, exit: Exit) {
     *inner.exit.lock().unwrap() = exit;
     if exit == Exit::Terminated {
         // A handover abandoned midway: parked connections are served (and drained) here.
-        inner.outbox.decide(Verdict::Kept);
+        inner.handover.outbox.decide(Verdict::Kept);
     }
     inner.phase.send_replace(Phase::Stopping);
 }
