@@ -236,3 +236,28 @@ fn old_process_killed_after_ready_while_it_winds_down_does_not_disturb_the_succe
         assert!(!log.contains(alarm), "{alarm:?} in:\n{log}");
     }
 }
+
+#[test]
+fn old_process_killed_while_its_successor_waits_leaves_the_successor_serving_the_state_file() {
+    // Unlike the test above, the successor is not stopped: it is waiting for the snapshot when
+    // the old process dies, and sees the channel end at once — before the kernel has even
+    // re-parented it (a dying process's fds close first). It must still conclude that its
+    // predecessor is dead, and serve on the state file.
+    let svc = Service::start_faulty(&[("HOTRESTART_READY_TIMEOUT", "20s")]);
+    hits(&svc, 3);
+    let first = svc.pid();
+    svc.signal(first, libc::SIGTERM);
+    assert_eq!(wait_exit(first, WAIT), 0);
+    svc.spawn();
+    hits(&svc, 2);
+    let old = svc.pid();
+    svc.plan("hook-sleep-ms=1000");
+    svc.signal(old, libc::SIGHUP);
+    svc.wait_log("hook: sleeping", 1);
+    let successor = svc.successor_pid(1);
+    svc.signal(old, libc::SIGKILL);
+    assert_eq!(wait_exit(old, WAIT), 128 + libc::SIGKILL);
+    assert_eq!(svc.wait_new_pid(old), successor, "log:\n{}", svc.log_text());
+    assert_eq!(svc.count(), 3, "the best state left: the state file's");
+    assert_eq!(svc.count_log("refusing the previous process's handover"), 0);
+}

@@ -98,7 +98,7 @@ impl Hot {
         // longer this process's parent), the state file is the best state left: serve on it.
         // If it is alive, it holds the live state and does not hand it over (it rolls back):
         // serving would make two processes accept, one with a stale state; refuse.
-        if vanished.is_some() && !self.predecessor_gone() {
+        if vanished.is_some() && !self.predecessor_gone_soon().await {
             let e = Error::handoff(
                 "the channel ended before the snapshot while the previous process is alive (it keeps its state)",
             );
@@ -250,5 +250,18 @@ impl Hot {
         self.inner
             .predecessor_pid
             .is_some_and(|pid| nix::unistd::getppid().as_raw() as u32 != pid)
+    }
+
+    /// [`predecessor_gone`](Self::predecessor_gone), allowing a dying predecessor up to 2 s to
+    /// finish: the kernel closes a dying process's fds (the channel ends) before it
+    /// re-parents its children.
+    async fn predecessor_gone_soon(&self) -> bool {
+        for _ in 0..400 {
+            if self.predecessor_gone() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
     }
 }
