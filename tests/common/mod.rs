@@ -407,29 +407,14 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<Response, S
     parse_response(&raw)
 }
 
+/// A whole response read to the end of its connection, parsed by the one HTTP/1.1 reader
+/// of the tests ([`keepalive::read_reply`]).
 pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("incomplete response: {text:?}"))?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    let mut pid = 0;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("x-pid") {
-                pid = v.trim().parse().map_err(|_| format!("bad x-pid: {v}"))?;
-            }
-        }
-    }
+    let reply = keepalive::read_reply(&mut &raw[..])?;
     Ok(Response {
-        status,
-        pid,
-        body: body.to_owned(),
+        status: reply.status,
+        pid: reply.pid,
+        body: reply.body,
     })
 }
 
