@@ -105,18 +105,31 @@ impl Listeners {
         Ok(())
     }
 
+    /// The inherited socket for an IP listener: by name, else (resolving `addr` only then,
+    /// so a socket inherited by name asks nothing of the resolver) an unnamed one; with the
+    /// addresses if they were resolved.
+    fn take_inet(
+        &mut self,
+        name: &str,
+        addr: &impl ToSocketAddrs,
+        want: for<'a> fn(&'a [SocketAddr]) -> Want<'a>,
+    ) -> Result<(Option<OwnedFd>, Option<Vec<SocketAddr>>)> {
+        if let Some(fd) = self.take_named(name)? {
+            return Ok((Some(fd), None));
+        }
+        if !self.has_unnamed() {
+            return Ok((None, None));
+        }
+        let addrs = resolve_all(name, addr)?;
+        Ok((self.take_unnamed(name, want(&addrs)), Some(addrs)))
+    }
+
     pub(crate) fn tcp(
         &mut self,
         name: &str,
         addr: impl ToSocketAddrs,
     ) -> Result<tokio::net::TcpListener> {
-        // Resolved only when needed: a socket inherited by name asks nothing of the resolver.
-        let mut addrs = None;
-        let mut fd = self.take_named(name)?;
-        if fd.is_none() && self.has_unnamed() {
-            let resolved: &[SocketAddr] = addrs.insert(resolve_all(name, &addr)?);
-            fd = self.take_unnamed(name, Want::Tcp(resolved));
-        }
+        let (fd, addrs) = self.take_inet(name, &addr, |a| Want::Tcp(a))?;
         let std = match fd {
             Some(fd) => {
                 check(name, &fd, "a TCP listening socket", |k| {
@@ -166,12 +179,7 @@ impl Listeners {
         name: &str,
         addr: impl ToSocketAddrs,
     ) -> Result<tokio::net::UdpSocket> {
-        let mut addrs = None;
-        let mut fd = self.take_named(name)?;
-        if fd.is_none() && self.has_unnamed() {
-            let resolved: &[SocketAddr] = addrs.insert(resolve_all(name, &addr)?);
-            fd = self.take_unnamed(name, Want::Udp(resolved));
-        }
+        let (fd, addrs) = self.take_inet(name, &addr, |a| Want::Udp(a))?;
         let std = match fd {
             Some(fd) => {
                 check(name, &fd, "a UDP socket", |k| {

@@ -139,7 +139,7 @@ impl Generation {
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
                 matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
             }
-            None => !alive(self.pid),
+            None => !sys::process_runs(self.pid),
         };
         self.gone.set(exited);
         exited
@@ -619,13 +619,6 @@ impl Supervisor {
     }
 }
 
-/// Whether `pid` runs (exists and is not a zombie): the fallback without pidfds.
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
-    matches!(state, Some(s) if s != 'Z')
-}
-
 /// The live children of `pid` (`/proc/<pid>/task/<tid>/children`; the supervisor has one
 /// thread, so one file), zombies left out.
 fn children(pid: u32) -> Vec<i32> {
@@ -633,6 +626,6 @@ fn children(pid: u32) -> Vec<i32> {
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     text.split_whitespace()
         .filter_map(|p| p.parse::<i32>().ok())
-        .filter(|&p| alive(p))
+        .filter(|&p| sys::process_runs(p))
         .collect()
 }

@@ -174,3 +174,12 @@ pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()>
     }
     Ok(())
 }
+
+/// Whether `pid` runs: it exists and is not a zombie (`/proc/<pid>/stat`).
+pub(crate) fn process_runs(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..)?.chars().next());
+    matches!(state, Some(s) if s != 'Z')
+}

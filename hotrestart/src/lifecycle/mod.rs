@@ -476,13 +476,11 @@ impl Inner {
         self.ancestors
             .iter()
             .copied()
-            .filter(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
+            .filter(|&pid| {
                 let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
                     .map(|p| p.to_string_lossy().starts_with(&exe))
                     .unwrap_or(false);
-                matches!(state, Some(s) if s != 'Z') && ours
+                sys::process_runs(pid as i32) && ours
             })
             .collect()
     }
