@@ -45,25 +45,7 @@ fn run_in_namespace(wrapper: &[&str]) {
     let mut argv: Vec<&str> = vec!["--pid", "--fork", "--mount-proc", "--kill-child"];
     argv.extend_from_slice(wrapper);
     argv.push(&bin);
-    let log = std::fs::File::create(&service.log).unwrap();
-    let unshare = {
-        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let child = Command::new("unshare")
-            .args(&argv)
-            .current_dir(service.dir.path())
-            .env("PORT", service.port.to_string())
-            .env("HOTRESTART_STATE_FILE", &service.state_file)
-            .env("RUST_LOG", "info")
-            .env_remove("HOTRESTART_SUPERVISOR")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        drop(child); // the status comes from the reaper
-        pid
-    };
+    let unshare = service.spawn_wrapped("unshare", &argv);
     service.wait_serving();
     let init = namespace_init(unshare);
     let exe = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();

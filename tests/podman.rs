@@ -23,28 +23,10 @@ fn podman_kill_hup_restarts_and_podman_stop_saves_the_state() {
     rootfs(&service.bin, &root);
     let name = format!("hotrestart-test-{}-{}", std::process::id(), service.port);
     let container = Container(name.clone());
-    let nofile = hard_limit(libc::RLIMIT_NOFILE);
-    let nproc = hard_limit(libc::RLIMIT_NPROC);
-    let (ulimit_nofile, ulimit_nproc) = (
-        format!("nofile={nofile}:{nofile}"),
-        format!("nproc={nproc}:{nproc}"),
-    );
     let volume = format!("{}:/state", service.dir.path().display());
     let port = format!("PORT={}", service.port);
-    let (ok, _) = podman(&[
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        // crun fails on this kind of machine (cgroups in hybrid mode).
-        "--runtime",
-        "runc",
-        "--network",
-        "host",
-        "--ulimit",
-        &ulimit_nofile,
-        "--ulimit",
-        &ulimit_nproc,
+    let mut args = run_args(&name);
+    for extra in [
         "--volume",
         &volume,
         "--env",
@@ -54,7 +36,11 @@ fn podman_kill_hup_restarts_and_podman_stop_saves_the_state() {
         "--rootfs",
         root.to_str().unwrap(),
         "/counter",
-    ]);
+    ] {
+        args.push(extra.to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _) = podman(&args);
     assert!(ok, "podman run");
     service.wait_serving();
     let (_, pid1) = podman(&["inspect", "--format", "{{.State.Pid}}", &name]);

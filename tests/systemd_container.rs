@@ -132,8 +132,6 @@ fn the_book_units_under_a_real_systemd() {
 
     let name = format!("hotrestart-systemd-{}-{}", std::process::id(), service.port);
     let container = Container(name.clone());
-    let nofile = hard_limit(libc::RLIMIT_NOFILE);
-    let nproc = hard_limit(libc::RLIMIT_NPROC);
     let volumes = [
         format!("{}:/usr/local/bin", bin.display()),
         format!("{}:/var/lib/counter", lib.display()),
@@ -146,30 +144,14 @@ fn the_book_units_under_a_real_systemd() {
             units.join("counter.service").display()
         ),
     ];
-    let (ulimit_nofile, ulimit_nproc) = (
-        format!("nofile={nofile}:{nofile}"),
-        format!("nproc={nproc}:{nproc}"),
-    );
     let rootfs = format!("{}:O", root.display());
-    let mut args = vec![
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        "--systemd=always",
-        "--runtime",
-        "runc",
-        "--network",
-        "host",
-        "--ulimit",
-        &ulimit_nofile,
-        "--ulimit",
-        &ulimit_nproc,
-    ];
+    let mut args = run_args(&name);
+    args.push("--systemd=always".to_owned());
     for v in &volumes {
-        args.extend_from_slice(&["--volume", v]);
+        args.extend(["--volume".to_owned(), v.clone()]);
     }
-    args.extend_from_slice(&["--rootfs", &rootfs, "/sbin/init"]);
+    args.extend(["--rootfs".to_owned(), rootfs, "/sbin/init".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert!(podman(&args).0, "podman run systemd");
     wait_until("systemd booted", || {
         let state = exec(&name, &["systemctl", "is-system-running"]).1;

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -48,28 +47,15 @@ fn the_counter_serves_on_systemfds_unnamed_socket_and_restarts_on_it() {
     let service = Service::prepare("counter", &[]);
     // Two sockets, the counter's second: it is found by its address, not by its place.
     let other = free_port();
-    let log = std::fs::File::create(&service.log).unwrap();
-    let systemfd = {
-        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let child = Command::new("systemfd")
-            .arg("--no-pid")
-            .args(["-s", &format!("http::127.0.0.1:{other}")])
-            .args(["-s", &format!("http::127.0.0.1:{}", service.port)])
-            .arg("--")
-            .arg(&service.bin)
-            .current_dir(service.dir.path())
-            .env("PORT", service.port.to_string())
-            .env("HOTRESTART_STATE_FILE", &service.state_file)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        drop(child);
-        pid
-    };
+    let (first, second) = (
+        format!("http::127.0.0.1:{other}"),
+        format!("http::127.0.0.1:{}", service.port),
+    );
+    let bin = service.bin.to_str().unwrap().to_owned();
+    let systemfd = service.spawn_wrapped(
+        "systemfd",
+        &["--no-pid", "-s", &first, "-s", &second, "--", &bin],
+    );
     struct Kill(u32);
     impl Drop for Kill {
         fn drop(&mut self) {

@@ -723,3 +723,28 @@ pub fn ctl() -> PathBuf {
     );
     path
 }
+
+impl Service {
+    /// Starts `program args...` (a wrapper that ends up running this service's binary:
+    /// `unshare`, `systemfd`), with the service's port, state file and log; returns its pid
+    /// (its status comes from the reaper).
+    pub fn spawn_wrapped(&self, program: &str, args: &[&str]) -> u32 {
+        let log = fs::File::create(&self.log).unwrap();
+        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("PORT", self.port.to_string())
+            .env("HOTRESTART_STATE_FILE", &self.state_file)
+            .env("RUST_LOG", "info")
+            .env_remove("HOTRESTART_SUPERVISOR")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        drop(child); // the status comes from the reaper
+        pid
+    }
+}

@@ -61,3 +61,28 @@ pub fn hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
     assert_eq!(unsafe { libc::getrlimit(resource, &mut limit) }, 0);
     limit.rlim_max.min(4096)
 }
+
+/// `podman run --detach --name <name>` with what every test here needs: runc (crun fails on
+/// this kind of machine, cgroups in hybrid mode), the host's network (loopback only), and
+/// resource limits within the machine's own hard limits.
+pub fn run_args(name: &str) -> Vec<String> {
+    let nofile = hard_limit(libc::RLIMIT_NOFILE);
+    let nproc = hard_limit(libc::RLIMIT_NPROC);
+    [
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--runtime",
+        "runc",
+        "--network",
+        "host",
+        "--ulimit",
+        &format!("nofile={nofile}:{nofile}"),
+        "--ulimit",
+        &format!("nproc={nproc}:{nproc}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
