@@ -1,7 +1,7 @@
 //! systemd's notification protocol (`sd_notify`): `READY=1`, `RELOADING=1`, `MAINPID=`,
 //! `STOPPING=1`, sent as datagrams to `$NOTIFY_SOCKET`, or to the supervisor.
 //!
-//! Under a supervisor (`supervisor.rs`) a generation talks to it alone, over an inherited
+//! Under a supervisor (`supervisor/mod.rs`) a generation talks to it alone, over an inherited
 //! datagram socketpair: the supervisor follows `MAINPID=` and relays upstream with its own,
 //! stable pid. Without one, over a hot restart the old process says `RELOADING=1` (with
 //! `MONOTONIC_USEC`), the successor says `MAINPID=<its pid>` and `READY=1`, so systemd follows

@@ -28,7 +28,7 @@ pub(crate) const ENV_WATCH_EXE: &str = "HOTRESTART_WATCH_EXE";
 /// Operator setting: `0` to close idle connections at a handover instead of handing them over.
 pub(crate) const ENV_HAND_OVER_CONNECTIONS: &str = "HOTRESTART_HAND_OVER_CONNECTIONS";
 /// Operator setting: `1`, `0` or `auto` (default): whether the first process becomes a
-/// supervisor that stays while generations come and go (see `supervisor.rs`).
+/// supervisor that stays while generations come and go (see `supervisor/mod.rs`).
 pub(crate) const ENV_SUPERVISOR: &str = "HOTRESTART_SUPERVISOR";
 /// Fd of a generation's end of the supervisor's datagram socketpair.
 pub(crate) const ENV_SUPERVISOR_FD: &str = "HOTRESTART_SUPERVISOR_FD";

@@ -33,17 +33,20 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
 
 use crate::sys;
+
+mod decide;
+mod start;
+
+pub(crate) use decide::wanted;
 
 /// Signals the supervisor forwards to the current generation.
 const FORWARDED: [Signal; 6] = [
@@ -54,63 +57,9 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
 ];
-
-/// An all-zero `sigaction` (no handler, empty mask, no flags), to fill in.
-fn zeroed_sigaction() -> libc::sigaction {
-    // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid value.
-    unsafe { std::mem::zeroed() }
-}
-
-/// Ignored by the supervisor, given back as they were to the generations.
-const JOB_CONTROL: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
-
 /// How long the exit status of a current generation that is not the supervisor's child (its
 /// predecessor, still draining, is its parent) may take to be reported.
 const STATUS_GRACE: Duration = Duration::from_secs(5);
-
-/// Whether the first process becomes a supervisor: the operator's
-/// `HOTRESTART_SUPERVISOR=1|0|auto` wins over `#[hot_main(supervisor = ...)]`; `auto` (the
-/// default) turns it on where a process is followed by pid: as PID 1 (a container), as the
-/// child of an init or of systemd, and in a terminal.
-pub(crate) fn wanted(configured: Option<bool>) -> bool {
-    if std::env::var_os(sys::ENV_HANDOFF_FD).is_some()
-        || std::env::var_os(sys::ENV_SUPERVISOR_FD).is_some()
-    {
-        return false; // a generation: it has a supervisor, or a predecessor, already
-    }
-    let setting = std::env::var(sys::ENV_SUPERVISOR).ok();
-    match setting.as_deref().map(str::trim) {
-        Some("1" | "true" | "on") => return true,
-        Some("0" | "false" | "off") => return false,
-        Some("auto" | "") | None => {}
-        Some(other) => eprintln!(
-            "hotrestart: ignoring {}={other:?}: expected 1, 0 or auto",
-            sys::ENV_SUPERVISOR
-        ),
-    }
-    configured.unwrap_or_else(|| auto().is_some())
-}
-
-/// Why `auto` turns the supervisor on here, if it does.
-fn auto() -> Option<&'static str> {
-    let ppid = nix::unistd::getppid().as_raw();
-    if std::process::id() == 1 {
-        return Some("PID 1");
-    }
-    if ppid == 1 {
-        return Some("the child of PID 1");
-    }
-    let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
-    if parent.trim_end() == "systemd" {
-        return Some("a systemd service");
-    }
-    // SAFETY: isatty only inspects the descriptor table.
-    if (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1) {
-        return Some("in a terminal");
-    }
-    None
-}
-
 /// What the supervisor remembers of one generation.
 struct Generation {
     pid: i32,
@@ -191,7 +140,7 @@ pub(crate) fn run(ready_timeout: Duration) -> i32 {
         .ok()
         .and_then(|t| crate::options::parse_duration(&t).ok())
         .unwrap_or(ready_timeout);
-    match start(ready_timeout) {
+    match start::start(ready_timeout) {
         Ok(mut s) => s.run(),
         Err(e) => {
             say(format_args!("cannot start generation 0: {e}"));
@@ -207,123 +156,6 @@ fn say(what: std::fmt::Arguments<'_>) {
     let line = format!("hotrestart supervisor[{}]: {what}\n", std::process::id());
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
-
-fn start(ready_timeout: Duration) -> io::Result<Supervisor> {
-    let me = std::process::id();
-    // Sockets passed by socket activation to this process go on to generation 0 as they are
-    // (fds 3.., not close-on-exec). Listed before this process opens any fd of its own, so a
-    // `LISTEN_FDS` that claims more than was passed cannot make it close one of its own.
-    let listen_fds: Vec<RawFd> = (0..listen_fds_for_us(me))
-        .map(|i| sys::LISTEN_FDS_START + i)
-        .filter(|&fd| sys::fd_is_open(fd))
-        .collect();
-    if me != 1 {
-        // SAFETY: prctl with integer arguments only changes this process's attributes.
-        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // Blocked signals are queued even for PID 1 (which the kernel otherwise spares every
-    // signal it has no handler for) and read from a signalfd. The mask is inherited across
-    // exec: generation 0 gets the previous one back.
-    let mut mask = SigSet::empty();
-    for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
-        mask.add(*sig);
-    }
-    let mut old_mask = SigSet::empty();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
-    // Job control would stop the supervisor alone (the generations are in a process group of
-    // their own) and leave them unheard: Ctrl-Z does nothing, the service goes on.
-    let mut job_control = [(0, zeroed_sigaction()); JOB_CONTROL.len()];
-    for (slot, sig) in job_control.iter_mut().zip(JOB_CONTROL) {
-        let mut ignore = zeroed_sigaction();
-        ignore.sa_sigaction = libc::SIG_IGN;
-        slot.0 = sig;
-        // SAFETY: sigaction reads `ignore` and writes the previous disposition into `slot.1`,
-        // both live locals; SIG_IGN installs no handler code.
-        unsafe { libc::sigaction(sig, &ignore, &mut slot.1) };
-    }
-    let (sock, theirs) = UnixDatagram::pair()?;
-    sock.set_nonblocking(true)?;
-
-    let exe = std::env::current_exe()?;
-    let mut cmd = std::process::Command::new(&exe);
-    cmd.args(std::env::args_os().skip(1))
-        .env(sys::ENV_SUPERVISOR_FD, theirs.as_raw_fd().to_string())
-        .env_remove(sys::ENV_NOTIFY_SOCKET)
-        // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
-        // passes it on once, to the current generation.
-        .process_group(0);
-    // `LISTEN_PID` would name the supervisor, so it goes.
-    if !listen_fds.is_empty() {
-        cmd.env_remove(sys::ENV_LISTEN_PID);
-    }
-    let fd = theirs.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
-    // sigprocmask and sigaction, which are async-signal-safe: it lets exactly the generation's
-    // end of the socketpair cross exec, and gives it back the signal mask and the job-control
-    // dispositions the supervisor was started with.
-    unsafe {
-        cmd.pre_exec(move || {
-            sys::set_cloexec(fd, false)?;
-            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
-            for (sig, previous) in &job_control {
-                libc::sigaction(*sig, previous, std::ptr::null_mut());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    drop(theirs);
-    for fd in listen_fds {
-        // SAFETY: socket activation gave these open fds to this process (listed before it
-        // opened any of its own); generation 0 has its own copies now and nothing here refers
-        // to them.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
-    let pid = child.id() as i32;
-    // The child is reaped with waitpid(-1), like every other; `Child` is not needed.
-    drop(child);
-    let upstream = std::env::var_os(sys::ENV_NOTIFY_SOCKET).filter(|s| !s.is_empty());
-    say(format_args!(
-        "started generation 0 as pid {pid}; this pid stays for the service's life ({}=0 turns this off)",
-        sys::ENV_SUPERVISOR
-    ));
-    let current = pid;
-    let alive = vec![Generation::new(pid)];
-    Ok(Supervisor {
-        me,
-        sock,
-        signals,
-        upstream,
-        current,
-        alive,
-        statuses: HashMap::new(),
-        ready: false,
-        held_hup: false,
-        stop: None,
-        told_upstream_ready: false,
-        awaiting: None,
-        reloading: None,
-        ready_timeout,
-    })
-}
-
-/// How many socket-activation fds are addressed to this process (`LISTEN_PID` is us or absent).
-fn listen_fds_for_us(me: u32) -> RawFd {
-    let Some(count) = std::env::var(sys::ENV_LISTEN_FDS)
-        .ok()
-        .and_then(|c| c.trim().parse::<RawFd>().ok())
-    else {
-        return 0;
-    };
-    match std::env::var(sys::ENV_LISTEN_PID) {
-        Ok(pid) if pid.trim().parse::<u32>().ok() != Some(me) => 0,
-        _ => count.clamp(0, 1024),
-    }
-}
-
 impl Supervisor {
     fn run(&mut self) -> i32 {
         loop {

@@ -1,0 +1,201 @@
+//! The handoff channel between a process and its successor: a Unix socketpair carrying
+//! length-prefixed frames, the first of which also carries the listening sockets (SCM_RIGHTS).
+//!
+//! ```text
+//! old (generation N)                        successor (generation N+1)
+//!   HELLO {generation, names} + fds  ---->
+//!                                    <----  PREPARED            (its slow init is done)
+//!                                           (payload: capabilities, see CAP_CONNECTIONS)
+//!   quiesce, park idle connections, hooks
+//!   PLAN {CAP_CONNECTIONS}           ---->  (only if the successor offered, and hand-over is on)
+//!   SNAPSHOT {frame}                 ---->
+//!   CONNECTIONS {batch} + fds        ---->  (only after PLAN; at most 253 fds per frame,
+//!   ... the last one flagged last)          the last one flagged)
+//!
+//! Versions that predate PLAN and CONNECTIONS interoperate: an older old process ignores the
+//! PREPARED payload and sends SNAPSHOT without PLAN (so no connections are expected); an older
+//! successor offers nothing, so it gets neither.
+//!                                    <----  READY | REJECT {reason}
+//! ```
+//!
+//! A frame is `tag: u8, length: u64 LE, payload`.
+
+mod connections;
+mod fds;
+mod fuzz;
+mod hello;
+
+pub(crate) use connections::{recv_connections, send_connections, ConnectionsError};
+pub use fuzz::fuzz_channel;
+pub(crate) use hello::{recv_hello, send_hello};
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+pub(crate) const TAG_HELLO: u8 = 1;
+pub(crate) const TAG_PREPARED: u8 = 2;
+pub(crate) const TAG_SNAPSHOT: u8 = 3;
+pub(crate) const TAG_READY: u8 = 4;
+pub(crate) const TAG_REJECT: u8 = 5;
+pub(crate) const TAG_CONNECTIONS: u8 = 6;
+pub(crate) const TAG_PLAN: u8 = 7;
+
+/// PREPARED payload bit: "send me your idle connections after the snapshot".
+pub(crate) const CAP_CONNECTIONS: u8 = 1;
+/// PREPARED payload bit: "I announce myself to the supervisor". A successor of a version
+/// without a supervisor does not; its predecessor announces it at the commit instead.
+pub(crate) const CAP_ANNOUNCES: u8 = 2;
+/// Largest CONNECTIONS frame.
+pub(crate) const MAX_CONNECTIONS_FRAME: u64 = 16 << 20;
+/// A batch is cut once its payload passes this size (each connection's unparsed bytes are at
+/// most hyper's read buffer, 400 KiB).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Largest control frame (anything but a snapshot).
+pub(crate) const MAX_CONTROL: u64 = 64 * 1024;
+/// Largest SNAPSHOT a successor accepts (16 GiB; the lifecycle's own limit has the same value).
+pub(crate) const MAX_SNAPSHOT: u64 = 16 << 30;
+/// Most fds one HELLO can carry (the kernel's SCM_MAX_FD).
+pub(crate) const MAX_FDS: usize = 253;
+/// How long a successor waits for its HELLO before giving up.
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+const FRAME_HEADER: usize = 9;
+
+/// A decoded frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) tag: u8,
+    pub(crate) payload: Vec<u8>,
+}
+
+pub(crate) fn tag_name(tag: u8) -> &'static str {
+    match tag {
+        TAG_HELLO => "HELLO",
+        TAG_PREPARED => "PREPARED",
+        TAG_SNAPSHOT => "SNAPSHOT",
+        TAG_READY => "READY",
+        TAG_REJECT => "REJECT",
+        TAG_CONNECTIONS => "CONNECTIONS",
+        TAG_PLAN => "PLAN",
+        _ => "unknown",
+    }
+}
+
+fn header(tag: u8, len: u64) -> [u8; FRAME_HEADER] {
+    let mut h = [0u8; FRAME_HEADER];
+    h[0] = tag;
+    h[1..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// Writes one frame.
+pub(crate) async fn write_frame(chan: &mut UnixStream, tag: u8, payload: &[u8]) -> io::Result<()> {
+    chan.write_all(&header(tag, payload.len() as u64)).await?;
+    chan.write_all(payload).await?;
+    chan.flush().await
+}
+
+/// Writes one frame whose payload is given as slices, without joining them.
+pub(crate) async fn write_frame_parts<'a>(
+    chan: &mut UnixStream,
+    tag: u8,
+    len: usize,
+    parts: impl Iterator<Item = &'a [u8]>,
+) -> io::Result<()> {
+    chan.write_all(&header(tag, len as u64)).await?;
+    for part in parts {
+        chan.write_all(part).await?;
+    }
+    chan.flush().await
+}
+
+/// Reads one frame's header: its tag and payload length (at most `limit`).
+pub(crate) async fn read_frame_header<R>(chan: &mut R, limit: u64) -> io::Result<(u8, u64)>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut h = [0u8; FRAME_HEADER];
+    chan.read_exact(&mut h).await?;
+    parse_header(&h, limit)
+}
+
+/// Reads the payload of a frame whose header was read, `len` bytes (at most `limit`); the
+/// buffer grows with the bytes that actually arrive, so a hostile length prefix cannot make
+/// it allocate.
+pub(crate) async fn read_frame_payload<R>(chan: &mut R, len: u64, limit: u64) -> io::Result<Vec<u8>>
+where
+    R: AsyncRead + Unpin,
+{
+    check_length(FRAME_UNKNOWN, len, limit)?;
+    read_payload(chan, FRAME_UNKNOWN, len).await
+}
+
+/// Reads one frame. `limit` bounds the payload.
+pub(crate) async fn read_frame<R>(chan: &mut R, limit: u64) -> io::Result<Frame>
+where
+    R: AsyncRead + Unpin,
+{
+    let (tag, len) = read_frame_header(chan, limit).await?;
+    let payload = read_payload(chan, tag, len).await?;
+    Ok(Frame { tag, payload })
+}
+
+/// No tag known: the payload of a frame whose header was read elsewhere.
+const FRAME_UNKNOWN: u8 = 0;
+
+/// Splits a frame header into tag and payload length, refusing a length over `limit`.
+fn parse_header(h: &[u8; FRAME_HEADER], limit: u64) -> io::Result<(u8, u64)> {
+    let tag = h[0];
+    let len = u64::from_le_bytes(h[1..].try_into().unwrap());
+    check_length(tag, len, limit)?;
+    Ok((tag, len))
+}
+
+/// The one length check of every frame reader.
+fn check_length(tag: u8, len: u64, limit: u64) -> io::Result<()> {
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}frame of {len} bytes exceeds the limit of {limit}",
+                frame_word(tag)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The one truncation check of every frame reader: `len` bytes, growing with what arrives.
+async fn read_payload<R>(chan: &mut R, tag: u8, len: u64) -> io::Result<Vec<u8>>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+    let read = chan.take(len).read_to_end(&mut payload).await?;
+    if read as u64 != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{}frame truncated: the channel closed after {read} of {len} bytes",
+                frame_word(tag)
+            ),
+        ));
+    }
+    Ok(payload)
+}
+
+/// `"SNAPSHOT "` for a message, nothing when the tag is not known.
+fn frame_word(tag: u8) -> String {
+    if tag == FRAME_UNKNOWN {
+        String::new()
+    } else {
+        format!("{} ", tag_name(tag))
+    }
+}
+
+#[cfg(test)]
+mod tests;
