@@ -119,10 +119,29 @@ fn sockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<i32> {
     Ok(value)
 }
 
+/// Why an inherited fd cannot be used as a socket.
+#[derive(Debug)]
+pub(crate) enum NotASocket {
+    /// `fstat` or `getsockopt` failed (a closed fd: `EBADF`).
+    Unreadable { fd: RawFd, source: io::Error },
+    /// It is open, but something else: a file, a pipe, a terminal.
+    Other { fd: RawFd, what: &'static str },
+}
+
+impl std::fmt::Display for NotASocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotASocket::Unreadable { fd, source } => write!(f, "fd {fd}: {source}"),
+            NotASocket::Other { fd, what } => write!(f, "fd {fd} is {what}, not a socket"),
+        }
+    }
+}
+
 /// Checks that `fd` is a socket and says which kind, or why it is not one.
-pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind, String> {
+pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind, NotASocket> {
     let raw = fd.as_raw_fd();
-    let stat = nix::sys::stat::fstat(fd).map_err(|e| format!("fd {raw}: fstat failed: {e}"))?;
+    let unreadable = |source: io::Error| NotASocket::Unreadable { fd: raw, source };
+    let stat = nix::sys::stat::fstat(fd).map_err(|e| unreadable(e.into()))?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         let what = match stat.st_mode & libc::S_IFMT {
             libc::S_IFREG => "a regular file",
@@ -131,12 +150,11 @@ pub(crate) fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind, String> {
             libc::S_IFCHR => "a character device",
             _ => "not a socket",
         };
-        return Err(format!("fd {raw} is {what}, not a socket"));
+        return Err(NotASocket::Other { fd: raw, what });
     }
-    let domain = sockopt_int(raw, libc::SO_DOMAIN).map_err(|e| format!("fd {raw}: {e}"))?;
-    let ty = sockopt_int(raw, libc::SO_TYPE).map_err(|e| format!("fd {raw}: {e}"))?;
-    let listening =
-        sockopt_int(raw, libc::SO_ACCEPTCONN).map_err(|e| format!("fd {raw}: {e}"))? != 0;
+    let domain = sockopt_int(raw, libc::SO_DOMAIN).map_err(unreadable)?;
+    let ty = sockopt_int(raw, libc::SO_TYPE).map_err(unreadable)?;
+    let listening = sockopt_int(raw, libc::SO_ACCEPTCONN).map_err(unreadable)? != 0;
     Ok(SocketKind {
         domain,
         ty,

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::conns::Parcel;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::fds::{recv_with_fds, send_with_fds, WithFds};
 use super::*;
@@ -33,38 +33,32 @@ pub(super) fn encode_connections(last: bool, batch: &[Parcel]) -> Vec<u8> {
     p
 }
 
-pub(super) fn decode_connections(p: &[u8]) -> Result<(bool, Vec<ConnEntry>), String> {
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let end = pos
-            .checked_add(n)
-            .filter(|&e| e <= p.len())
-            .ok_or("CONNECTIONS is truncated")?;
-        let out = &p[pos..end];
-        pos = end;
-        Ok(out)
-    };
-    let last = match take(1)?[0] {
+pub(super) fn decode_connections(p: &[u8]) -> Result<(bool, Vec<ConnEntry>)> {
+    let mut p = Payload::new("CONNECTIONS", p);
+    let last = match p.u8()? {
         0 => false,
         1 => true,
-        other => return Err(format!("CONNECTIONS has a bad last flag {other}")),
+        other => {
+            return Err(Error::handoff(format!(
+                "CONNECTIONS has a bad last flag {other}"
+            )))
+        }
     };
-    let count = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+    let count = p.u32()? as usize;
     if count > MAX_FDS {
-        return Err(format!("CONNECTIONS names {count} connections"));
+        return Err(Error::handoff(format!(
+            "CONNECTIONS names {count} connections"
+        )));
     }
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
-        let len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
-        let key = String::from_utf8(take(len)?.to_vec())
-            .map_err(|_| "a listener identity is not UTF-8")?;
-        let len = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
-        let prefix = take(len)?.to_vec();
+        let len = usize::from(p.u16()?);
+        let key = p.string(len, "a listener identity")?;
+        let len = p.u32()? as usize;
+        let prefix = p.take(len)?.to_vec();
         entries.push(ConnEntry { key, prefix });
     }
-    if pos != p.len() {
-        return Err("trailing bytes after CONNECTIONS".into());
-    }
+    p.end()?;
     Ok((last, entries))
 }
 
@@ -158,7 +152,7 @@ pub(crate) async fn recv_connections(
             "CONNECTIONS truncated at {read} of {len} bytes"
         )));
     }
-    let (last, entries) = decode_connections(&payload).map_err(Refused)?;
+    let (last, entries) = decode_connections(&payload).map_err(|e| Refused(e.to_string()))?;
     if truncated {
         return Err(Refused(format!(
             "no room for the {} handed-over connections in this process's fd table (MSG_CTRUNC): raise its open-file limit (ulimit -n, LimitNOFILE=)",

@@ -36,37 +36,26 @@ pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
     p
 }
 
-pub(super) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let end = pos
-            .checked_add(n)
-            .filter(|&e| e <= p.len())
-            .ok_or("HELLO is truncated")?;
-        let out = &p[pos..end];
-        pos = end;
-        Ok(out)
-    };
-    let generation = u64::from_le_bytes(take(8)?.try_into().unwrap());
-    let count = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+pub(super) fn decode_hello(p: &[u8]) -> Result<Hello> {
+    let mut p = Payload::new("HELLO", p);
+    let generation = p.u64()?;
+    let count = usize::from(p.u16()?);
     let mut names = Vec::with_capacity(count.min(MAX_FDS));
     for _ in 0..count {
-        let len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
-        let name =
-            String::from_utf8(take(len)?.to_vec()).map_err(|_| "a listener name is not UTF-8")?;
-        names.push(name);
+        let len = usize::from(p.u16()?);
+        names.push(p.string(len, "a listener name")?);
     }
-    let count = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+    let count = usize::from(p.u16()?);
     if count > MAX_DRAINING {
-        return Err(format!("HELLO names {count} draining generations"));
+        return Err(Error::handoff(format!(
+            "HELLO names {count} draining generations"
+        )));
     }
     let mut draining = Vec::with_capacity(count);
     for _ in 0..count {
-        draining.push(u32::from_le_bytes(take(4)?.try_into().unwrap()));
+        draining.push(p.u32()?);
     }
-    if pos != p.len() {
-        return Err("trailing bytes after HELLO".into());
-    }
+    p.end()?;
     Ok(Hello {
         generation,
         names,
@@ -75,13 +64,16 @@ pub(super) fn decode_hello(p: &[u8]) -> Result<Hello, String> {
 }
 
 /// Checks HELLO's frame header; returns the payload length.
-pub(super) fn check_hello_header(head: &[u8; FRAME_HEADER]) -> Result<u64, String> {
+pub(super) fn check_hello_header(head: &[u8; FRAME_HEADER]) -> Result<u64> {
     if head[0] != TAG_HELLO {
-        return Err(format!("expected HELLO, got {}", tag_name(head[0])));
+        return Err(Error::handoff(format!(
+            "expected HELLO, got {}",
+            tag_name(head[0])
+        )));
     }
     let len = u64::from_le_bytes(head[1..].try_into().unwrap());
     if len > MAX_CONTROL {
-        return Err(format!("HELLO of {len} bytes is too large"));
+        return Err(Error::handoff(format!("HELLO of {len} bytes is too large")));
     }
     Ok(len)
 }
@@ -138,12 +130,12 @@ pub(crate) fn recv_hello(chan: &StdUnixStream) -> Result<(Hello, Vec<OwnedFd>)> 
     reader
         .read_exact(&mut head[got..])
         .map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
-    let len = check_hello_header(&head).map_err(Error::handoff)?;
+    let len = check_hello_header(&head)?;
     let mut payload = vec![0u8; len as usize];
     reader
         .read_exact(&mut payload)
         .map_err(|e| Error::handoff(format!("truncated HELLO: {e}")))?;
-    let hello = decode_hello(&payload).map_err(Error::handoff)?;
+    let hello = decode_hello(&payload)?;
     if hello.names.len() != fds.len() {
         return Err(Error::handoff(format!(
             "HELLO names {} listeners but carries {} fds",

@@ -35,6 +35,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use crate::error::{Error, Result};
+
 pub(crate) const TAG_HELLO: u8 = 1;
 pub(crate) const TAG_PREPARED: u8 = 2;
 pub(crate) const TAG_SNAPSHOT: u8 = 3;
@@ -194,6 +196,73 @@ fn frame_word(tag: u8) -> String {
         String::new()
     } else {
         format!("{} ", tag_name(tag))
+    }
+}
+
+/// A cursor over one frame's payload: every read is checked against its end, so a decoder
+/// reads fields in order and never indexes past what arrived.
+pub(super) struct Payload<'a> {
+    frame: &'static str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Payload<'a> {
+    pub(super) fn new(frame: &'static str, bytes: &'a [u8]) -> Self {
+        Payload {
+            frame,
+            bytes,
+            pos: 0,
+        }
+    }
+
+    /// The next `n` bytes, or "<FRAME> is truncated".
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| Error::handoff(format!("{} is truncated", self.frame)))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("take returns N bytes"))
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(super) fn u16(&mut self) -> Result<u16> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    pub(super) fn u32(&mut self) -> Result<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    pub(super) fn u64(&mut self) -> Result<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    /// `len` bytes of UTF-8; `what` names the field in the error.
+    pub(super) fn string(&mut self, len: usize, what: &str) -> Result<String> {
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| Error::handoff(format!("{what} is not UTF-8")))
+    }
+
+    /// Checks that nothing follows the last field.
+    pub(super) fn end(&self) -> Result<()> {
+        if self.pos != self.bytes.len() {
+            return Err(Error::handoff(format!(
+                "trailing bytes after {}",
+                self.frame
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -107,7 +107,8 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
             ));
             Ok(restarted)
         }
-        Err(reason) => {
+        Err(cause) => {
+            let reason = cause.to_string();
             inner.handover.outbox.decide(Verdict::Kept);
             inner
                 .history
@@ -149,15 +150,17 @@ struct Attempt {
 }
 
 impl Attempt {
-    /// The protocol, top to bottom; an `Err` is the one-line reason for the rollback.
-    async fn handover(&mut self, inner: &Inner) -> Result<Delivered, String> {
+    /// The protocol, top to bottom; an `Err` is why it rolls back.
+    async fn handover(&mut self, inner: &Inner) -> Result<Delivered, Rollback> {
         let (generation, started) = (self.generation, self.started);
-        let ready = inner.ready.get().ok_or("the service is not ready yet")?;
+        let ready = inner.ready.get().ok_or(Rollback::NotReady)?;
         inner.notifier.reloading();
         let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
-        let (ours, theirs) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let child = spawn(inner, &theirs, generation)
-            .map_err(|e| format!("cannot start {}: {e}", inner.exe.display()))?;
+        let (ours, theirs) = StdUnixStream::pair().map_err(Rollback::Channel)?;
+        let child = spawn(inner, &theirs, generation).map_err(|source| Rollback::Spawn {
+            exe: inner.exe.clone(),
+            source,
+        })?;
         drop(theirs);
         let pid = child.id().unwrap_or(0);
         *inner.successor.lock().unwrap() = Some((pid, sys::pidfd_open(pid as i32).ok()));
@@ -174,12 +177,12 @@ impl Attempt {
             handoff::send_hello(&ours, generation, listeners.active(), &draining)
         };
         if let Err(e) = hello {
-            return Err(broken(child, pid, "before HELLO", e).await);
+            return Err(broken(child, pid, Stage::Hello, e).await);
         }
-        ours.set_nonblocking(true).map_err(|e| e.to_string())?;
+        ours.set_nonblocking(true).map_err(Rollback::Channel)?;
         let chan = self
             .chan
-            .insert(UnixStream::from_std(ours).map_err(|e| e.to_string())?);
+            .insert(UnixStream::from_std(ours).map_err(Rollback::Channel)?);
 
         let capabilities = expect(
             chan,
@@ -187,7 +190,7 @@ impl Attempt {
             pid,
             deadline,
             inner.options.ready_timeout,
-            handoff::TAG_PREPARED,
+            Stage::Prepared,
         )
         .await?
         .first()
@@ -225,21 +228,34 @@ impl Attempt {
             "restart",
         )
         .await;
-        let frame =
-            snapshot::encode(&*ready.save).map_err(|e| format!("cannot take the snapshot: {e}"))?;
+        let frame = snapshot::encode(&*ready.save).map_err(Rollback::Snapshot)?;
         if hand_connections {
             if let Err(e) =
                 handoff::write_frame(chan, handoff::TAG_PLAN, &[handoff::CAP_CONNECTIONS]).await
             {
-                return Err(broken(child, pid, "before the snapshot", e).await);
+                return Err(broken(child, pid, Stage::Plan, e).await);
             }
         }
-        deliver(chan, child, pid, deadline, Delivery::Snapshot(&frame)).await?;
+        deliver(
+            chan,
+            child,
+            pid,
+            (deadline, inner.options.ready_timeout),
+            Delivery::Snapshot(&frame),
+        )
+        .await?;
         let mut connections = 0;
         if hand_connections {
             let parcels = inner.handover.outbox.take();
             connections = parcels.len();
-            deliver(chan, child, pid, deadline, Delivery::Connections(&parcels)).await?;
+            deliver(
+                chan,
+                child,
+                pid,
+                (deadline, inner.options.ready_timeout),
+                Delivery::Connections(&parcels),
+            )
+            .await?;
         }
         expect(
             chan,
@@ -247,7 +263,7 @@ impl Attempt {
             pid,
             deadline,
             inner.options.ready_timeout,
-            handoff::TAG_READY,
+            Stage::Ready,
         )
         .await?;
         Ok(Delivered {
@@ -291,18 +307,156 @@ fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Res
     cmd.spawn()
 }
 
-fn exited(pid: u32, status: std::io::Result<std::process::ExitStatus>, when: &str) -> String {
-    match status {
-        Ok(status) => format!("successor pid {pid} exited ({status}) {when}"),
-        Err(e) => format!("successor pid {pid} could not be waited for ({e}) {when}"),
+/// Where in the protocol a restart was when it failed.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Hello,
+    Prepared,
+    Plan,
+    Snapshot,
+    Connections,
+    Ready,
+}
+
+impl Stage {
+    /// The frame the old process waits for at this stage (PREPARED, READY).
+    fn awaited(self) -> u8 {
+        match self {
+            Stage::Prepared => handoff::TAG_PREPARED,
+            _ => handoff::TAG_READY,
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    /// How a log line says when it happened: "before PREPARED", "while receiving the snapshot".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Hello => "before HELLO",
+            Stage::Prepared => "before PREPARED",
+            Stage::Plan => "before the snapshot",
+            Stage::Snapshot => "while receiving the snapshot",
+            Stage::Connections => "while receiving the connections",
+            Stage::Ready => "before READY",
+        })
+    }
+}
+
+/// Why a restart rolled back: each kind, with what the operator needs to read in the one line
+/// it becomes (its `Display`, carried by [`Error::RolledBack`] and the status history).
+#[derive(Debug)]
+enum Rollback {
+    /// `restart` before `ready`: there is no state to hand over yet.
+    NotReady,
+    /// The handoff channel could not be set up.
+    Channel(std::io::Error),
+    /// The successor's binary could not be started.
+    Spawn {
+        exe: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The successor exited (or could not be waited for).
+    Exited {
+        pid: u32,
+        stage: Stage,
+        status: std::io::Result<std::process::ExitStatus>,
+    },
+    /// The channel broke while the successor still ran.
+    Broke {
+        pid: u32,
+        stage: Stage,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The successor refused, with its reason.
+    Rejected { pid: u32, reason: String },
+    /// The successor sent a frame out of turn.
+    OutOfTurn { pid: u32, stage: Stage, tag: u8 },
+    /// The ready timeout passed.
+    Timeout {
+        pid: u32,
+        stage: Stage,
+        ready_timeout: Duration,
+    },
+    /// The state could not be serialized.
+    Snapshot(Error),
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rollback::NotReady => f.write_str("the service is not ready yet"),
+            Rollback::Channel(e) => write!(f, "socketpair: {e}"),
+            Rollback::Spawn { exe, source } => {
+                write!(f, "cannot start {}: {source}", exe.display())
+            }
+            Rollback::Exited {
+                pid,
+                stage,
+                status: Ok(status),
+            } => write!(f, "successor pid {pid} exited ({status}) {stage}"),
+            Rollback::Exited {
+                pid,
+                stage,
+                status: Err(e),
+            } => write!(
+                f,
+                "successor pid {pid} could not be waited for ({e}) {stage}"
+            ),
+            Rollback::Broke { pid, stage, source } => {
+                write!(f, "handoff channel of pid {pid} broke {stage}: {source}")
+            }
+            Rollback::Rejected { pid, reason } => {
+                write!(f, "successor pid {pid} rejected the handover: {reason}")
+            }
+            Rollback::OutOfTurn { pid, stage, tag } => {
+                write!(
+                    f,
+                    "successor pid {pid} sent {} {stage}",
+                    handoff::tag_name(*tag)
+                )
+            }
+            Rollback::Timeout {
+                pid,
+                stage: stage @ (Stage::Snapshot | Stage::Connections),
+                ready_timeout,
+            } => {
+                let noun = match stage {
+                    Stage::Snapshot => "the snapshot",
+                    _ => "the connections",
+                };
+                write!(
+                    f,
+                    "successor pid {pid} did not take {noun} within the ready timeout ({ready_timeout:?})"
+                )
+            }
+            Rollback::Timeout {
+                pid,
+                stage,
+                ready_timeout,
+            } => write!(
+                f,
+                "successor pid {pid} not {} within the ready timeout ({ready_timeout:?})",
+                handoff::tag_name(stage.awaited())
+            ),
+            Rollback::Snapshot(e) => write!(f, "cannot take the snapshot: {e}"),
+        }
     }
 }
 
 /// Explains a broken channel: usually the successor exited, which says more than EPIPE.
-async fn broken(child: &mut Child, pid: u32, when: &str, e: impl std::fmt::Display) -> String {
+async fn broken(
+    child: &mut Child,
+    pid: u32,
+    stage: Stage,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Rollback {
     match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
-        Ok(status) => exited(pid, status, when),
-        Err(_) => format!("handoff channel of pid {pid} broke {when}: {e}"),
+        Ok(status) => Rollback::Exited { pid, stage, status },
+        Err(_) => Rollback::Broke {
+            pid,
+            stage,
+            source: source.into(),
+        },
     }
 }
 
@@ -318,12 +472,12 @@ async fn deliver(
     chan: &mut UnixStream,
     child: &mut Child,
     pid: u32,
-    deadline: tokio::time::Instant,
+    (deadline, ready_timeout): (tokio::time::Instant, Duration),
     what: Delivery<'_>,
-) -> Result<(), String> {
-    let (noun, when) = match what {
-        Delivery::Snapshot(_) => ("the snapshot", "while receiving the snapshot"),
-        Delivery::Connections(_) => ("the connections", "while receiving the connections"),
+) -> Result<(), Rollback> {
+    let stage = match what {
+        Delivery::Snapshot(_) => Stage::Snapshot,
+        Delivery::Connections(_) => Stage::Connections,
     };
     let sending = async {
         match what {
@@ -337,11 +491,11 @@ async fn deliver(
     let why = tokio::select! {
         sent = sending => match sent {
             Ok(()) => return Ok(()),
-            Err(e) => broken(child, pid, when, e).await,
+            Err(e) => broken(child, pid, stage, e).await,
         },
-        status = child.wait() => exited(pid, status, when),
+        status = child.wait() => Rollback::Exited { pid, stage, status },
         _ = tokio::time::sleep_until(deadline) => {
-            return Err(format!("successor pid {pid} did not take {noun} within the ready timeout"))
+            return Err(Rollback::Timeout { pid, stage, ready_timeout })
         }
     };
     Err(rejected_or(chan, pid, why).await)
@@ -349,7 +503,7 @@ async fn deliver(
 
 /// A successor that refuses sends REJECT and exits, possibly while the old process is still
 /// writing: its reason, if it is on the channel, says more than the broken pipe or the exit.
-async fn rejected_or(chan: &mut UnixStream, pid: u32, otherwise: String) -> String {
+async fn rejected_or(chan: &mut UnixStream, pid: u32, otherwise: Rollback) -> Rollback {
     let frame = tokio::time::timeout(
         Duration::from_millis(100),
         handoff::read_frame(chan, handoff::MAX_CONTROL),
@@ -359,40 +513,37 @@ async fn rejected_or(chan: &mut UnixStream, pid: u32, otherwise: String) -> Stri
         Ok(Ok(Frame {
             tag: handoff::TAG_REJECT,
             payload,
-        })) => format!(
-            "successor pid {pid} rejected the handover: {}",
-            String::from_utf8_lossy(&payload)
-        ),
+        })) => Rollback::Rejected {
+            pid,
+            reason: String::from_utf8_lossy(&payload).into_owned(),
+        },
         _ => otherwise,
     }
 }
 
-/// Waits for `want` from the successor, watching its exit and the deadline.
+/// Waits for the frame `stage` awaits from the successor, watching its exit and the deadline.
 async fn expect(
     chan: &mut UnixStream,
     child: &mut Child,
     pid: u32,
     deadline: tokio::time::Instant,
     ready_timeout: Duration,
-    want: u8,
-) -> Result<Vec<u8>, String> {
-    let what = handoff::tag_name(want);
-    let when = format!("before {what}");
+    stage: Stage,
+) -> Result<Vec<u8>, Rollback> {
+    let want = stage.awaited();
     tokio::select! {
         // A frame that is already there (REJECT) says more than the exit that follows it.
         biased;
         frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
             Ok(Frame { tag, payload }) if tag == want => Ok(payload),
-            Ok(Frame { tag: handoff::TAG_REJECT, payload }) => Err(format!(
-                "successor pid {pid} rejected the handover: {}",
-                String::from_utf8_lossy(&payload)
-            )),
-            Ok(Frame { tag, .. }) => Err(format!("successor pid {pid} sent {} {when}", handoff::tag_name(tag))),
-            Err(e) => Err(broken(child, pid, &when, e).await),
+            Ok(Frame { tag: handoff::TAG_REJECT, payload }) => Err(Rollback::Rejected {
+                pid,
+                reason: String::from_utf8_lossy(&payload).into_owned(),
+            }),
+            Ok(Frame { tag, .. }) => Err(Rollback::OutOfTurn { pid, stage, tag }),
+            Err(e) => Err(broken(child, pid, stage, e).await),
         },
-        status = child.wait() => Err(exited(pid, status, &when)),
-        _ = tokio::time::sleep_until(deadline) => Err(format!(
-            "successor pid {pid} not {what} within the ready timeout ({ready_timeout:?})"
-        )),
+        status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
+        _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),
     }
 }

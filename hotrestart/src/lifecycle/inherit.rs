@@ -124,8 +124,9 @@ impl Adopted {
 /// go there instead of `NOTIFY_SOCKET`.
 fn adopt_supervisor(text: &str) -> Result<Notifier> {
     let fd = inherited_fd(sys::ENV_SUPERVISOR_FD, text)?;
-    let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&fd))
-        .map_err(|reason| Error::Environment { reason })?;
+    let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&fd)).map_err(|e| Error::Environment {
+        reason: e.to_string(),
+    })?;
     if kind.domain != libc::AF_UNIX || kind.ty != libc::SOCK_DGRAM {
         return Err(Error::Environment {
             reason: format!(
@@ -160,8 +161,10 @@ type Handoff = (u64, StdUnixStream, Vec<(String, OwnedFd)>, Vec<u32>);
 fn adopt_handoff(text: &str) -> Result<Handoff> {
     let owned = inherited_fd(sys::ENV_HANDOFF_FD, text)?;
     let fd = owned.as_raw_fd();
-    let kind = sys::socket_kind(std::os::fd::AsFd::as_fd(&owned))
-        .map_err(|reason| Error::Environment { reason })?;
+    let kind =
+        sys::socket_kind(std::os::fd::AsFd::as_fd(&owned)).map_err(|e| Error::Environment {
+            reason: e.to_string(),
+        })?;
     if kind.domain != libc::AF_UNIX || kind.ty != libc::SOCK_STREAM {
         return Err(Error::Environment {
             reason: format!("handoff fd {fd} is a {}", kind.describe()),

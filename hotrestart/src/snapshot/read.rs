@@ -38,13 +38,11 @@ impl std::fmt::Debug for SnapshotReader {
     }
 }
 
-/// Reads the frame from `r`, checking as it goes; `Err(reason)`.
+/// Reads the frame's body from `r`, checking as it goes.
 struct FrameReader<'r, R> {
     r: &'r mut R,
     crc: crc32fast::Hasher,
     left: u64,
-    /// The input ended or failed before the frame did (as opposed to a frame that is wrong).
-    cut: bool,
 }
 
 /// Why a frame could not be read from a stream.
@@ -55,36 +53,48 @@ pub(crate) enum ReadFailure {
     Corrupt(Error),
 }
 
+impl ReadFailure {
+    fn cut(reason: String) -> Self {
+        ReadFailure::Cut(Error::snapshot(reason))
+    }
+
+    fn corrupt(reason: String) -> Self {
+        ReadFailure::Corrupt(Error::snapshot(reason))
+    }
+}
+
 impl<R: Read> FrameReader<'_, R> {
-    fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, String> {
+    fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, ReadFailure> {
         if n > self.left {
-            return Err(format!(
+            return Err(ReadFailure::corrupt(format!(
                 "{what} runs past the end of the body ({n} bytes, {} left)",
                 self.left
-            ));
+            )));
         }
         // Grows with the bytes that arrive: a lying length cannot make it allocate.
         let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
-        let got = (&mut *self.r).take(n).read_to_end(&mut out).map_err(|e| {
-            self.cut = true;
-            format!("reading {what}: {e}")
-        })?;
+        let got = (&mut *self.r)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| ReadFailure::cut(format!("reading {what}: {e}")))?;
         if got as u64 != n {
-            self.cut = true;
-            return Err(format!("truncated: the body ends inside {what}"));
+            return Err(ReadFailure::cut(format!(
+                "truncated: the body ends inside {what}"
+            )));
         }
         self.left -= n;
         self.crc.update(&out);
         Ok(out)
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], ReadFailure> {
         Ok(self.bytes(N as u64, what)?.try_into().unwrap())
     }
 
-    fn string(&mut self, what: &str) -> Result<String, String> {
+    fn string(&mut self, what: &str) -> Result<String, ReadFailure> {
         let len = u16::from_le_bytes(self.array(what)?);
-        String::from_utf8(self.bytes(len.into(), what)?).map_err(|_| format!("{what} is not UTF-8"))
+        String::from_utf8(self.bytes(len.into(), what)?)
+            .map_err(|_| ReadFailure::corrupt(format!("{what} is not UTF-8")))
     }
 }
 
@@ -113,7 +123,7 @@ impl SnapshotReader {
 
     /// [`read_from`](Self::read_from), telling a frame cut short from a wrong one.
     pub(crate) fn read_stream<R: Read>(r: &mut R) -> Result<Self, ReadFailure> {
-        let corrupt = |reason: String| ReadFailure::Corrupt(Error::snapshot(reason));
+        let corrupt = ReadFailure::corrupt;
         let mut head = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
@@ -121,17 +131,11 @@ impl SnapshotReader {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(ReadFailure::Cut(Error::snapshot(format!(
-                        "reading the header: {e}"
-                    ))))
-                }
+                Err(e) => return Err(ReadFailure::cut(format!("reading the header: {e}"))),
             }
         }
         if (MAGIC.len()..HEADER_LEN).contains(&got) && head[..MAGIC.len()] == MAGIC[..] {
-            return Err(ReadFailure::Cut(Error::snapshot(format!(
-                "truncated header ({got} bytes)"
-            ))));
+            return Err(ReadFailure::cut(format!("truncated header ({got} bytes)")));
         }
         if head[..MAGIC.len()] != MAGIC[..] {
             return Err(corrupt("not a hotrestart snapshot (bad magic)".into()));
@@ -151,13 +155,8 @@ impl SnapshotReader {
             r,
             crc: crc32fast::Hasher::new(),
             left: len,
-            cut: false,
         };
-        let fields = match Self::read_fields(&mut frame) {
-            Ok(fields) => fields,
-            Err(reason) if frame.cut => return Err(ReadFailure::Cut(Error::snapshot(reason))),
-            Err(reason) => return Err(corrupt(reason)),
-        };
+        let fields = Self::read_fields(&mut frame)?;
         if frame.left != 0 {
             return Err(corrupt(format!(
                 "{} bytes of trailing data after the last field",
@@ -172,7 +171,7 @@ impl SnapshotReader {
 
     fn read_fields<R: Read>(
         frame: &mut FrameReader<'_, R>,
-    ) -> Result<BTreeMap<String, Entry>, String> {
+    ) -> Result<BTreeMap<String, Entry>, ReadFailure> {
         let count = u32::from_le_bytes(frame.array("the field count")?);
         let mut fields = BTreeMap::new();
         for _ in 0..count {
@@ -187,8 +186,9 @@ impl SnapshotReader {
                 {
                     prefix.extend(frame.bytes(1, "a byte string's length")?);
                 }
-                let (declared, used) =
-                    get_varint(&prefix).ok_or("a byte string's length is not a varint")?;
+                let (declared, used) = get_varint(&prefix).ok_or_else(|| {
+                    ReadFailure::corrupt("a byte string's length is not a varint".into())
+                })?;
                 Value::Blob(declared, frame.bytes(len - used as u64, "a field value")?)
             } else {
                 Value::Encoded(frame.bytes(len, "a field value")?)
@@ -204,7 +204,9 @@ impl SnapshotReader {
                 )
                 .is_some()
             {
-                return Err(format!("field `{name}` appears twice"));
+                return Err(ReadFailure::corrupt(format!(
+                    "field `{name}` appears twice"
+                )));
             }
         }
         Ok(fields)
