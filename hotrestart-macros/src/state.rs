@@ -180,7 +180,7 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
     });
     let saves = fields.iter().map(|Persisted { ident, ty }| {
         let key = key(ident);
-        quote_spanned!(ty.span()=> #w.field::<#ty>(#key, &self.#ident)?;)
+        quote_spanned!(ty.span()=> #krate::__private::Persisted::<#ty>::save(#w, #key, &self.#ident)?;)
     });
     let locals: Vec<Ident> = fields
         .iter()
@@ -191,7 +191,7 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
         .zip(&locals)
         .map(|(Persisted { ident, ty }, local)| {
             let key = key(ident);
-            quote_spanned!(ty.span()=> let #local = #r.take::<#ty>(#key)?;)
+            quote_spanned!(ty.span()=> let #local = #krate::__private::Persisted::<#ty>::take(#r, #key)?;)
         });
     let assigns = fields
         .iter()
@@ -206,6 +206,9 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
 
     quote! {
         const _: () = {
+            #[allow(unused_imports)]
+            use #krate::__private::NotPersist as _;
+
             fn __hotrestart_assert_persist #impl_generics () #where_clause {
                 #(#asserts)*
             }

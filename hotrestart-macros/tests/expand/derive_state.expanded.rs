@@ -1,4 +1,6 @@
 const _: () = {
+    #[allow(unused_imports)]
+    use ::hotrestart::__private::NotPersist as _;
     fn __hotrestart_assert_persist() {
         ::hotrestart::__private::assert_persist::<AtomicU64>();
         ::hotrestart::__private::assert_persist::<RwLock<HashMap<String, Session>>>();
@@ -9,18 +11,24 @@ const _: () = {
             &'__hotrestart_a self,
             __hotrestart_w: &mut ::hotrestart::__private::SnapshotWriter<'__hotrestart_a>,
         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
-            __hotrestart_w.field::<AtomicU64>("hits", &self.hits)?;
-            __hotrestart_w
-                .field::<RwLock<HashMap<String, Session>>>("sessions", &self.sessions)?;
+            ::hotrestart::__private::Persisted::<
+                AtomicU64,
+            >::save(__hotrestart_w, "hits", &self.hits)?;
+            ::hotrestart::__private::Persisted::<
+                RwLock<HashMap<String, Session>>,
+            >::save(__hotrestart_w, "sessions", &self.sessions)?;
             ::core::result::Result::Ok(())
         }
         fn restore(
             &mut self,
             __hotrestart_r: &mut ::hotrestart::__private::SnapshotReader,
         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
-            let __hotrestart_hits = __hotrestart_r.take::<AtomicU64>("hits")?;
-            let __hotrestart_sessions = __hotrestart_r
-                .take::<RwLock<HashMap<String, Session>>>("sessions")?;
+            let __hotrestart_hits = ::hotrestart::__private::Persisted::<
+                AtomicU64,
+            >::take(__hotrestart_r, "hits")?;
+            let __hotrestart_sessions = ::hotrestart::__private::Persisted::<
+                RwLock<HashMap<String, Session>>,
+            >::take(__hotrestart_r, "sessions")?;
             if let ::core::option::Option::Some(__hotrestart_value) = __hotrestart_hits {
                 self.hits = __hotrestart_value;
             }
