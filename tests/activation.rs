@@ -1,7 +1,7 @@
 //! Socket activation (systemd, `systemfd --no-pid`), bad inherited fds, and the environment
 //! the application's own children see.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::fs;
 use std::os::fd::AsRawFd;

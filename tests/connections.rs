@@ -3,7 +3,7 @@
 //! with the connection; a restart that rolls back gives the connections back to the old
 //! process; a successor that cannot take them all refuses, and nothing is lost.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,9 +1,9 @@
 //! The control socket and `hotrestart-ctl`: restart with an outcome, status, owner only; and
 //! the development mode that restarts on a rebuilt executable.
-// Children are reaped by the harness's reaper (see tests/common), never by `Child::wait`.
+// Children are reaped by the harness's reaper (see testkit/src/procs.rs), never by `Child::wait`.
 #![allow(clippy::zombie_processes)]
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

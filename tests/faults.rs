@@ -1,7 +1,7 @@
 //! Faults of either generation during a hot restart, with real processes: whatever fails, one
 //! healthy process serves, no acknowledged write is lost, and one log line says what happened.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::thread;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! handed over (an HTTP/2 session's state cannot move) but get GOAWAY: the client's connection
 //! ends cleanly and its next connection is answered by the new process.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::time::Duration;
 

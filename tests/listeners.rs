@@ -1,6 +1,6 @@
 //! Unix-domain and UDP sockets cross a hot restart too, and the programmatic trigger works.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -3,7 +3,7 @@
 //! supervisor turns itself on; 20 hot restarts under keep-alive load lose nothing; the
 //! namespace's PID 1 never changes; SIGTERM to it saves every acknowledged hit and exits 0.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

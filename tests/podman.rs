@@ -3,7 +3,7 @@
 //! setting, the supervisor is on (the counter is the container's PID 1): `podman kill --signal
 //! HUP` hot-restarts under load, `podman stop` saves every acknowledged hit, exit code 0.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! The counter example as real processes: hot restart, cold restart, rollback, leaks, and a
 //! corrupt state file.
-// Children are reaped by the harness's reaper (see tests/common), never by `Child::wait`.
+// Children are reaped by the harness's reaper (see testkit/src/procs.rs), never by `Child::wait`.
 #![allow(clippy::zombie_processes)]
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

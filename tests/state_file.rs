@@ -2,7 +2,7 @@
 //! (never overwritten) and the service starts fresh; a failed or interrupted write never
 //! damages the previous good file.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

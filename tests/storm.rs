@@ -1,7 +1,7 @@
 //! Many restarts: a storm of triggers, a slow drain, a cap on live generations, and a hundred
 //! restarts in a row, with real processes.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

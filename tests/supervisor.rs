@@ -1,7 +1,7 @@
 //! The supervisor: a main process whose pid never changes while generations come and go
 //! beneath it. Real processes, real signals, a real pseudo-terminal.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -1,10 +1,10 @@
 //! The protocol systemd sees, played by the test: socket activation with `LISTEN_PID`, and the
 //! `sd_notify` messages of a start, a hot restart and a stop, all from one main pid (the
 //! supervisor); the PID file. The real systemd runs in tests/systemd_container.rs.
-// Children are reaped by the harness's reaper (see tests/common), never by `Child::wait`.
+// Children are reaped by the harness's reaper (see testkit/src/procs.rs), never by `Child::wait`.
 #![allow(clippy::zombie_processes)]
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;

@@ -5,7 +5,7 @@
 //! every hit saved, `systemctl start` restoring them, and a `kill -9` of the serving generation
 //! that systemd notices and answers with `Restart=`.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! it: it passes its sockets with `LISTEN_FDS` and no names at all. The counter adopts the one
 //! whose address it asks for, serves on it, and hot-restarts on it keeping its count.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! Under load, in both client modes, a hot restart fails no request and loses no write.
 
-mod common;
+use hotrestart_testkit as common;
 
 use std::thread;
 use std::time::Duration;

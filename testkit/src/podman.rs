@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::FORK_LOCK;
+use crate::service::FORK_LOCK;
 
 /// Runs `podman args...`, bounded in time; returns (success, stdout).
 pub fn podman(args: &[&str]) -> (bool, String) {
