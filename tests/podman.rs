@@ -18,7 +18,9 @@ fn podman_kill_hup_restarts_and_podman_stop_saves_the_state() {
     {
         return;
     }
-    let service = Service::prepare("counter", &[]);
+    let mut service = Service::prepare("counter", &[]);
+    // The container's counter binds the port itself (no fd crosses `podman run --detach`).
+    service.release_port();
     let root = service.dir.path().join("rootfs");
     rootfs(&service.bin, &root);
     let name = format!("hotrestart-test-{}-{}", std::process::id(), service.port);

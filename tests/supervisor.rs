@@ -294,11 +294,8 @@ impl Terminal {
         let (master, slave) =
             unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let slave_fd = std::os::fd::AsRawFd::as_raw_fd(&slave);
-        let mut cmd = Command::new(&service.bin);
-        cmd.current_dir(service.dir.path())
-            .env("PORT", service.port.to_string())
-            .env("HOTRESTART_STATE_FILE", &service.state_file)
-            .env_remove("HOTRESTART_SUPERVISOR")
+        let mut cmd = service.command();
+        cmd.env_remove("HOTRESTART_SUPERVISOR")
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));

@@ -67,7 +67,8 @@ fn notifies_ready_reloading_and_stopping_from_one_main_pid() {
         .env("LISTEN_FDS", "1")
         .env("NOTIFY_SOCKET", &notify_path)
         .env("HOTRESTART_STATE_FILE", &svc.state_file)
-        .env("PORT", free_port().to_string())
+        // PORT names the port the harness holds: were LISTEN_FDS ignored, the bind would fail.
+        .env("PORT", svc.port.to_string())
         // As `auto` decides under systemd (the parent is systemd): the test is not.
         .env("HOTRESTART_SUPERVISOR", "1")
         .stdin(Stdio::null())

@@ -44,7 +44,9 @@ fn the_counter_serves_on_systemfds_unnamed_socket_and_restarts_on_it() {
     if !require("systemfd", "cargo install --locked systemfd") {
         return;
     }
-    let service = Service::prepare("counter", &[]);
+    let mut service = Service::prepare("counter", &[]);
+    // systemfd binds both ports itself.
+    service.release_port();
     // Two sockets, the counter's second: it is found by its address, not by its place.
     let other = free_port();
     let (first, second) = (

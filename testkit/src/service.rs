@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, Once};
@@ -34,6 +35,8 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
+/// A port free now, for a component that binds sockets itself (systemfd). It can be taken by
+/// another socket before that bind: a service's own port is pre-bound ([`Service::listener`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -43,10 +46,18 @@ pub fn free_port() -> u16 {
 }
 
 /// A running counter service: its own directory, binary copy, port, state file and log.
+///
+/// Its listening socket is bound here, once, and passed to every process started from the test
+/// as fd 3 (`LISTEN_FDS=1`, `LISTEN_FDNAMES=http`), the way systemd passes a socket unit's: the
+/// port never goes free between two starts, so no other socket (a load client's ephemeral
+/// port) can take it.
 pub struct Service {
     pub dir: tempfile::TempDir,
     pub bin: PathBuf,
     pub port: u16,
+    /// The listening socket passed as fd 3; `None` once [`Service::release_port`] gave the
+    /// port to a component that binds it itself.
+    pub listener: Option<std::net::TcpListener>,
     pub state_file: PathBuf,
     pub log: PathBuf,
     pub first_pid: u32,
@@ -78,8 +89,10 @@ impl Service {
             let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             fs::copy(example(name), &bin).unwrap();
         }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         Service {
-            port: free_port(),
+            port: listener.local_addr().unwrap().port(),
+            listener: Some(listener),
             state_file: dir.path().join("counter.state"),
             log: dir.path().join("counter.log"),
             bin,
@@ -99,28 +112,88 @@ impl Service {
         pid
     }
 
-    /// Starts the binary without waiting. `fd3`, if given, is passed as fd 3 (socket activation).
-    pub fn spawn_with(&self, fd3: Option<std::os::fd::RawFd>) -> u32 {
-        let setup: PreExec = match fd3 {
-            None => Box::new(|| Ok(())),
-            // dup2 leaves the new fd 3 without close-on-exec, so it crosses exec; dup2(3, 3)
-            // would keep close-on-exec set: clear the flag instead.
-            Some(fd) => Box::new(move || {
-                // SAFETY: dup2/fcntl on integer fds touch no memory (async-signal-safe).
-                let rc = unsafe {
-                    if fd == 3 {
-                        libc::fcntl(3, libc::F_SETFD, 0)
-                    } else {
-                        libc::dup2(fd, 3)
-                    }
-                };
-                if rc < 0 {
-                    return Err(std::io::Error::last_os_error());
+    /// Starts the binary without waiting. `fd3`, if given, is passed as fd 3 instead of the
+    /// service's listener, with no `LISTEN_*` variables (the test sets those it wants).
+    pub fn spawn_with(&self, fd3: Option<RawFd>) -> u32 {
+        match fd3 {
+            None => self.spawn_with_setup(Box::new(|| Ok(()))),
+            Some(fd) => self.launch(Command::new(&self.bin), Some(fd), Box::new(|| Ok(()))),
+        }
+    }
+
+    /// Gives the port up, for a component that binds it itself (a container's service, systemd's
+    /// socket unit, systemfd): from here to its bind, another socket could take it.
+    pub fn release_port(&mut self) -> u16 {
+        self.listener = None;
+        self.port
+    }
+
+    /// A command for this service's binary with its directory, port, state file and listener
+    /// (fd 3), for a test that sets up the rest itself (stdio, a terminal); the caller spawns
+    /// it under [`FORK_LOCK`].
+    pub fn command(&self) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(&self.bin);
+        command
+            .current_dir(self.dir.path())
+            .env("PORT", self.port.to_string())
+            .env("HOTRESTART_STATE_FILE", &self.state_file);
+        if let Some(fd) = self.listener_fd(&mut command) {
+            // SAFETY: the closure only calls dup2/fcntl (async-signal-safe).
+            unsafe {
+                command.pre_exec(move || pass_as_fd3(fd));
+            }
+        }
+        command
+    }
+
+    /// Environment and fd 3 for a process of this service: the listener (if still held) with
+    /// `LISTEN_FDS=1` and `LISTEN_FDNAMES=http`, then the service's own variables (which win).
+    fn listener_fd(&self, command: &mut Command) -> Option<RawFd> {
+        let fd = self.listener.as_ref()?.as_raw_fd();
+        command
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", "http")
+            .env_remove("LISTEN_PID");
+        Some(fd)
+    }
+
+    /// Spawns `command` (this service's binary, or a wrapper that ends up running it) with the
+    /// service's directory, port, state file and log, `fd3` as fd 3, and `setup` run between
+    /// fork and exec; returns its pid (its status comes from the reaper).
+    fn launch(&self, mut command: Command, fd3: Option<RawFd>, mut setup: PreExec) -> u32 {
+        use std::os::unix::process::CommandExt;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the closure and the setups given by the tests only make system calls (dup2,
+        // fcntl, setrlimit, signal, prctl), which are async-signal-safe, and allocate nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if let Some(fd) = fd3 {
+                    pass_as_fd3(fd)?;
                 }
-                Ok(())
-            }),
-        };
-        self.spawn_with_setup(setup)
+                setup()
+            });
+        }
+        let child = command
+            .current_dir(self.dir.path())
+            .env("PORT", self.port.to_string())
+            .env("HOTRESTART_STATE_FILE", &self.state_file)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        drop(fork);
+        let pid = child.id();
+        drop(child); // statuses come from the reaper
+        pid
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -274,13 +347,23 @@ impl Service {
     /// The count the state file holds: read by a separate, unsupervised process of the same
     /// binary on another port, killed (not stopped) afterwards so it rewrites nothing.
     pub fn saved_count(&self) -> u64 {
-        let port = free_port();
+        use std::os::unix::process::CommandExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fd = listener.as_raw_fd();
         let log = fs::File::create(self.dir.path().join("reader.log")).unwrap();
         let child = {
             let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            Command::new(&self.bin)
+            let mut command = Command::new(&self.bin);
+            // SAFETY: the closure only calls dup2/fcntl (async-signal-safe).
+            unsafe {
+                command.pre_exec(move || pass_as_fd3(fd));
+            }
+            command
                 .current_dir(self.dir.path())
                 .env("PORT", port.to_string())
+                .env("LISTEN_FDS", "1")
+                .env("LISTEN_FDNAMES", "http")
                 .env("HOTRESTART_STATE_FILE", &self.state_file)
                 .env("HOTRESTART_SUPERVISOR", "0")
                 .stdin(Stdio::null())
@@ -289,6 +372,7 @@ impl Service {
                 .spawn()
                 .unwrap()
         };
+        drop(listener);
         let pid = child.id();
         drop(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -332,57 +416,19 @@ impl Service {
     /// `unshare`, `systemfd`), with the service's port, state file and log; returns its pid
     /// (its status comes from the reaper).
     pub fn spawn_wrapped(&self, program: &str, args: &[&str]) -> u32 {
-        let log = fs::File::create(&self.log).unwrap();
-        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let child = Command::new(program)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("PORT", self.port.to_string())
-            .env("HOTRESTART_STATE_FILE", &self.state_file)
-            .env("RUST_LOG", "info")
-            .env_remove("HOTRESTART_SUPERVISOR")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        drop(child); // the status comes from the reaper
-        pid
+        let mut command = Command::new(program);
+        command.args(args).env_remove("HOTRESTART_SUPERVISOR");
+        let fd3 = self.listener_fd(&mut command);
+        self.launch(command, fd3, Box::new(|| Ok(())))
     }
 }
 
 impl Service {
     /// Starts the binary without waiting, running `setup` in the child before exec.
     pub fn spawn_with_setup(&self, setup: PreExec) -> u32 {
-        use std::os::unix::process::CommandExt;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut command = Command::new(&self.bin);
-        // SAFETY: the setups given by the tests only make system calls (setrlimit, signal,
-        // prctl, dup2, fcntl), which are async-signal-safe, and allocate nothing.
-        unsafe {
-            command.pre_exec(setup);
-        }
-        let child = command
-            .current_dir(self.dir.path())
-            .env("PORT", self.port.to_string())
-            .env("HOTRESTART_STATE_FILE", &self.state_file)
-            .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        drop(fork);
-        let pid = child.id();
-        drop(child); // statuses come from the reaper
-        pid
+        let fd3 = self.listener_fd(&mut command);
+        self.launch(command, fd3, setup)
     }
 
     /// How many log lines contain `needle` now.
@@ -398,4 +444,22 @@ impl Service {
         let lines = self.wait_log("successor started", n);
         field(&lines[n - 1], "pid").expect("successor started has pid=")
     }
+}
+
+/// Makes `fd` the child's fd 3, open across exec. dup2 leaves the new fd 3 without
+/// close-on-exec; dup2(3, 3) would keep close-on-exec set, so there the flag is cleared.
+/// Called between fork and exec: system calls only.
+fn pass_as_fd3(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: dup2/fcntl on integer fds touch no memory (async-signal-safe).
+    let rc = unsafe {
+        if fd == 3 {
+            libc::fcntl(3, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, 3)
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
