@@ -29,6 +29,16 @@ impl Client<UnixStream> {
     }
 }
 
+impl<S: Read + Write> Client<S> {
+    /// Waits until the first bytes of a response arrive (without consuming them): the request
+    /// is in flight in the server.
+    fn wait_response_started(&mut self) {
+        use std::io::BufRead;
+        let got = self.reader.fill_buf().expect("the response starts").len();
+        assert!(got > 0, "the connection ended before a response");
+    }
+}
+
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
@@ -194,7 +204,7 @@ fn a_rolled_back_restart_gives_the_connections_back() {
     // A new build that refuses the snapshot: the connections were already parked for it.
     svc.replace_binary(&std::fs::read(example("counter_incompatible")).unwrap());
     svc.signal(old, libc::SIGHUP);
-    let line = svc.wait_log("rolled back", 1).remove(0);
+    let line = svc.wait_rollbacks(1).rollbacks().remove(0);
     assert!(line.contains("rejected the handover"), "{line}");
     hit_all(&mut clients, old, "after the rollback");
 
@@ -243,7 +253,7 @@ fn a_successor_short_of_fds_refuses_the_connections_and_none_is_lost() {
     let was = nofile(Some(fd_count(old) as u64 + 16));
     svc.plan("open-files=40");
     svc.signal(old, libc::SIGHUP);
-    let line = svc.wait_log("rolled back", 1).remove(0);
+    let line = svc.wait_rollbacks(1).rollbacks().remove(0);
     assert!(line.contains("raise its open-file limit"), "{line}");
     hit_all(&mut clients, old, "after the refused handover");
 
@@ -291,7 +301,7 @@ fn sigterm_during_a_handover_gives_parked_connections_back_and_closes_them_clean
     svc.plan("hook-sleep-ms=3000");
     svc.signal(old, libc::SIGHUP);
     svc.wait_log("hook: sleeping", 1);
-    let successor = svc.successor_pid(1);
+    let successor = svc.successor_of(old);
     svc.signal(old, libc::SIGTERM);
     let sent = std::time::Instant::now();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -333,7 +343,7 @@ fn a_request_in_flight_finishes_in_the_old_process_then_its_connection_moves() {
     let mut c = Client::connect(svc.addr());
     // A response streamed over one second (a line every 100 ms).
     c.write(b"GET /stream/1 HTTP/1.1\r\nhost: test\r\n\r\n");
-    thread::sleep(Duration::from_millis(150));
+    c.wait_response_started();
     svc.signal(old, libc::SIGHUP);
     let reply = c.read_reply().unwrap();
     assert_eq!(
@@ -371,7 +381,7 @@ fn a_connection_whose_request_body_was_left_unread_is_not_handed_over() {
         )
         .as_bytes(),
     );
-    thread::sleep(Duration::from_millis(150));
+    c.wait_response_started();
     svc.signal(old, libc::SIGHUP);
     let reply = c.read_reply().unwrap();
     assert_eq!((reply.status, reply.pid), (200, old));
@@ -409,10 +419,11 @@ fn a_connection_whose_request_body_is_still_held_unfinished_is_not_handed_over()
     let reply = c.read_reply().unwrap();
     assert_eq!((reply.status, reply.pid), (202, old));
     svc.signal(old, libc::SIGHUP);
-    thread::sleep(Duration::from_millis(300));
-    c.write(second.as_bytes());
+    // The handover is decided (the successor serves) while the body is unfinished; the old
+    // process, draining this connection, reads the rest.
     let new = svc.wait_new_pid(old);
     assert_ne!(new, old);
+    c.write(second.as_bytes());
     assert_eq!(wait_exit(old, WAIT), 0);
     let mut rest = Vec::new();
     let _ = c.reader.read_to_end(&mut rest);

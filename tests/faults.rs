@@ -3,9 +3,6 @@
 
 use hotrestart_testkit as common;
 
-use std::thread;
-use std::time::Duration;
-
 use common::*;
 
 /// Hits the service `n` times.
@@ -15,24 +12,21 @@ fn hits(svc: &Service, n: u64) {
     }
 }
 
-/// Waits for the one rollback line of this test and checks that `pid` still serves, that no
-/// child of it is left (killed and reaped) and that a second rollback line never came.
+/// Waits until the service reports the one rollback of this test (its control socket's
+/// status) and checks that `pid` is the process that serves on, that no child of it is left
+/// (the successor is killed and reaped before the old process serves again) and that the one
+/// restart made one outcome. Returns the rollback's reason.
 fn rolled_back(svc: &Service, pid: u32) -> String {
-    let line = svc.wait_log("restart rolled back", 1).remove(0);
-    assert!(line.contains(&format!("pid {pid} keeps serving")), "{line}");
-    assert_eq!(svc.pid(), pid, "the old process serves");
-    thread::sleep(Duration::from_millis(100));
+    let status = svc.wait_rollbacks(1);
+    assert_eq!(status.pid, pid, "the old process serves on: {status:?}");
+    assert_eq!(svc.pid(), pid, "the old process answers");
     let children = children(pid);
     assert!(
         children.is_empty(),
         "the failed successor is gone: {children:?}"
     );
-    assert_eq!(
-        svc.count_log("restart rolled back"),
-        1,
-        "one line per fault"
-    );
-    line
+    assert_eq!(status.history.len(), 1, "one outcome per fault: {status:?}");
+    status.rollbacks().remove(0)
 }
 
 /// Arms `fault` in the successor, triggers a restart under load, and checks the rollback:
@@ -130,12 +124,12 @@ fn stop_successor_mid_snapshot(svc: &Service, old: u32) -> u32 {
     svc.plan("hook-sleep-ms=1000");
     svc.signal(old, libc::SIGHUP);
     svc.wait_log("hook: sleeping", hooks + 1);
-    let successor = svc.successor_pid(1);
+    let successor = svc.successor_of(old);
     svc.signal(successor, libc::SIGSTOP);
-    svc.wait_log("hook: done", hooks + 1);
-    // Encoding and sending start now; with the reader stopped they block after the socket
-    // buffers (a few hundred KiB) fill.
-    thread::sleep(Duration::from_millis(500));
+    // After the hook the old process sends the snapshot, which blocks once the socket
+    // buffers (a few hundred KiB) are full: 64 KiB waiting in the stopped successor's end of
+    // the channel is the snapshot under way.
+    wait_handoff_queued(successor, 64 << 10);
     successor
 }
 
@@ -190,7 +184,6 @@ fn old_process_killed_while_sending_the_snapshot_leaves_the_successor_serving_th
     );
     assert_eq!(svc.count(), 3, "the best state left: the state file's");
     assert_eq!(svc.hit(), 4);
-    thread::sleep(Duration::from_millis(300));
     assert!(is_alive(successor), "the successor neither exits nor hangs");
     assert_eq!(svc.pid(), successor);
     assert!(get(svc.addr(), "/ballast")
@@ -216,7 +209,7 @@ fn old_process_killed_after_ready_while_it_winds_down_does_not_disturb_the_succe
     svc.signal(old, libc::SIGKILL);
     assert_eq!(wait_exit(old, WAIT), 128 + libc::SIGKILL);
 
-    thread::sleep(Duration::from_millis(300));
+    load.wait_more(20);
     let (acked, failures) = load.finish();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(svc.pid(), new);
@@ -254,7 +247,7 @@ fn old_process_killed_while_its_successor_waits_leaves_the_successor_serving_the
     svc.plan("hook-sleep-ms=1000");
     svc.signal(old, libc::SIGHUP);
     svc.wait_log("hook: sleeping", 1);
-    let successor = svc.successor_pid(1);
+    let successor = svc.successor_of(old);
     svc.signal(old, libc::SIGKILL);
     assert_eq!(wait_exit(old, WAIT), 128 + libc::SIGKILL);
     assert_eq!(svc.wait_new_pid(old), successor, "log:\n{}", svc.log_text());

@@ -72,24 +72,21 @@ async fn http2_connections_get_goaway_and_the_next_one_reaches_the_successor() {
     );
 }
 
-/// The frames of an HTTP/2 connection as they arrive (type, flags, stream, payload), read raw
-/// from the socket, until it ends.
-fn frames_until_eof(mut stream: std::net::TcpStream) -> Vec<(u8, u32, Vec<u8>)> {
+/// One HTTP/2 frame (type, stream, payload), read raw from the socket; `None` at its end.
+fn read_h2_frame(stream: &mut std::net::TcpStream) -> Option<(u8, u32, Vec<u8>)> {
     use std::io::Read;
-    let mut frames = Vec::new();
-    loop {
-        let mut head = [0u8; 9];
-        if stream.read_exact(&mut head).is_err() {
-            return frames;
-        }
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let stream_id = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
-        let mut payload = vec![0u8; len];
-        if stream.read_exact(&mut payload).is_err() {
-            return frames;
-        }
-        frames.push((head[3], stream_id, payload));
-    }
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream_id = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).ok()?;
+    Some((head[3], stream_id, payload))
+}
+
+/// The frames of an HTTP/2 connection as they arrive, until it ends.
+fn frames_until_eof(mut stream: std::net::TcpStream) -> Vec<(u8, u32, Vec<u8>)> {
+    std::iter::from_fn(|| read_h2_frame(&mut stream)).collect()
 }
 
 #[test]
@@ -107,13 +104,14 @@ fn the_old_process_sends_a_goaway_frame_before_closing_an_http2_connection() {
     stream
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .unwrap();
+    // The server's SETTINGS: the connection is established in the old process.
+    let first = read_h2_frame(&mut stream).expect("the server's SETTINGS");
+    assert_eq!(first.0, SETTINGS, "{first:?}");
     let reader = stream.try_clone().unwrap();
     let frames = std::thread::spawn(move || frames_until_eof(reader));
-    std::thread::sleep(Duration::from_millis(100));
     let new = svc.hot_restart();
     assert_ne!(new, old);
     let frames = frames.join().unwrap();
-    assert_eq!(frames.first().map(|f| f.0), Some(SETTINGS), "{frames:?}");
     // A GOAWAY on stream 0, then the end: not a bare close.
     let goaway = frames.iter().position(|f| f.0 == GOAWAY && f.1 == 0);
     assert!(

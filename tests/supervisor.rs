@@ -91,8 +91,12 @@ fn a_rollback_keeps_the_main_process_and_the_serving_generation() {
     let serving = restart_through(&service, main);
     service.replace_binary(&std::fs::read(example("counter_incompatible")).unwrap());
     service.signal(main, libc::SIGHUP);
-    service.wait_log("restart rolled back", 1);
-    assert_eq!(service.pid(), serving, "the old generation serves on");
+    assert_eq!(
+        service.wait_rollbacks(1).pid,
+        serving,
+        "the old generation serves on"
+    );
+    assert_eq!(service.pid(), serving);
     assert!(is_alive(main));
     assert_eq!(service.hit(), 2);
     service.restore_binary();
@@ -179,7 +183,7 @@ fn a_rollback_at_the_snapshot_keeps_the_old_generation_serving() {
     let serving = service.pid();
     assert_eq!(service.hit(), 1);
     service.signal(main, libc::SIGHUP);
-    let line = service.wait_log("restart rolled back", 1).remove(0);
+    let line = service.wait_rollbacks(1).rollbacks().remove(0);
     // At the snapshot, the connections or READY (the successor may even have announced
     // itself): either way a timeout after PREPARED, with the successor alive until killed.
     assert!(
@@ -225,11 +229,11 @@ fn a_generation_killed_in_the_middle_of_a_handover_leaves_its_successor_serving(
     service.plan("hook-sleep-ms=1000");
     service.signal(main, libc::SIGHUP);
     service.wait_log("hook: sleeping", 1);
-    let successor = service.successor_pid(1);
+    let successor = service.successor_of(old);
     service.signal(successor, libc::SIGSTOP);
-    service.wait_log("hook: done", 1);
-    // The old generation now blocks sending a snapshot the stopped successor cannot read.
-    std::thread::sleep(Duration::from_millis(500));
+    // The old generation now blocks sending a snapshot the stopped successor cannot read:
+    // 64 KiB of it waiting in the successor's end of the channel is the snapshot under way.
+    wait_handoff_queued(successor, 64 << 10);
     service.signal(old, libc::SIGKILL);
     wait_gone(old, WAIT);
     service.signal(successor, libc::SIGCONT);

@@ -2,9 +2,6 @@
 
 use hotrestart_testkit as common;
 
-use std::thread;
-use std::time::Duration;
-
 use common::keepalive::{KeepAliveLoad, Report};
 use common::*;
 
@@ -15,10 +12,11 @@ const CONNECTIONS: usize = 8;
 fn keep_alive_clients(env: &[(&str, &str)]) -> Report {
     let svc = Service::start(env);
     let load = KeepAliveLoad::start(svc.addr(), CONNECTIONS);
-    thread::sleep(Duration::from_millis(200));
+    // Every connection made and busy, then after each restart every connection served again.
+    load.wait_more(4 * CONNECTIONS as u64);
     for _ in 0..5 {
         svc.hot_restart();
-        thread::sleep(Duration::from_millis(100));
+        load.wait_more(2 * CONNECTIONS as u64);
     }
     let report = load.finish();
     assert!(
@@ -78,10 +76,11 @@ fn with_hand_over_off_new_connection_clients_see_no_error_either() {
 fn new_connection_clients(env: &[(&str, &str)]) {
     let svc = Service::start(env);
     let loads: Vec<_> = (0..4).map(|_| Load::start(svc.addr())).collect();
-    thread::sleep(Duration::from_millis(200));
+    let each_more = |n| loads.iter().for_each(|l| l.wait_more(n));
+    each_more(10);
     for _ in 0..5 {
         svc.hot_restart();
-        thread::sleep(Duration::from_millis(100));
+        each_more(5);
     }
     let mut acked = 0;
     for load in loads {

@@ -91,6 +91,27 @@ impl Load {
         }
     }
 
+    /// Hits acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `more` hits beyond those acknowledged now are acknowledged: the load ran
+    /// through whatever happened just before.
+    pub fn wait_more(&self, more: u64) {
+        let target = self.acked() + more;
+        let start = Instant::now();
+        while self.acked() < target {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the load stalled at {} acknowledged hits: {:?}",
+                self.acked(),
+                self.failures.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops the load; returns (acknowledged hits, failures).
     pub fn finish(mut self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);

@@ -222,6 +222,21 @@ impl KeepAliveLoad {
         }
     }
 
+    /// Waits until `more` hits beyond those acknowledged now are acknowledged (all
+    /// connections together): the clients ran through whatever happened just before.
+    pub fn wait_more(&self, more: u64) {
+        let target = self.acked.load(Ordering::SeqCst) + more;
+        let start = Instant::now();
+        while self.acked.load(Ordering::SeqCst) < target {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the keep-alive load stalled: {:?}",
+                self.failures.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops the load and says what it saw.
     pub fn finish(self) -> Report {
         self.stop.store(true, Ordering::SeqCst);

@@ -11,6 +11,7 @@
 //! not use is not dead code, and each concern has its file.
 
 pub mod components;
+pub mod control;
 pub mod faults;
 pub mod http;
 pub mod keepalive;
@@ -19,6 +20,7 @@ pub mod procs;
 pub mod service;
 
 pub use components::*;
+pub use control::*;
 pub use faults::*;
 pub use http::*;
 pub use procs::*;

@@ -158,3 +158,58 @@ pub fn wait_gone(pid: u32, limit: Duration) {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The value of the environment variable `name` that `pid` was started with.
+pub fn env_of(pid: u32, name: &str) -> Option<String> {
+    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|&b| b == 0).find_map(|kv| {
+        let kv = std::str::from_utf8(kv).ok()?;
+        kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned)
+    })
+}
+
+/// Bytes queued unread on socket `fd` of process `pid`: `FIONREAD` on a copy of the fd taken
+/// with `pidfd_getfd` (the test runs as the same user, or as root).
+pub fn unread_bytes(pid: u32, fd: i32) -> std::io::Result<usize> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open and pidfd_getfd take integers and return new fds, owned here at once.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: as above.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `queued`, a live local.
+    if unsafe { libc::ioctl(copy.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(queued as usize)
+}
+
+/// Waits until `bytes` of the handoff channel wait unread in `successor` (its end is the fd
+/// named by its `HOTRESTART_HANDOFF_FD`): what the old process sends is under way.
+pub fn wait_handoff_queued(successor: u32, bytes: usize) {
+    let fd: i32 = env_of(successor, "HOTRESTART_HANDOFF_FD")
+        .and_then(|v| v.parse().ok())
+        .expect("a successor has HOTRESTART_HANDOFF_FD");
+    let start = Instant::now();
+    loop {
+        let queued = unread_bytes(successor, fd).expect("the successor's handoff channel");
+        if queued >= bytes {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "only {queued} bytes queued for pid {successor}, not {bytes}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}

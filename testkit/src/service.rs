@@ -90,6 +90,7 @@ impl Service {
             fs::copy(example(name), &bin).unwrap();
         }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let control = dir.path().join("control.sock").to_str().unwrap().to_owned();
         Service {
             port: listener.local_addr().unwrap().port(),
             listener: Some(listener),
@@ -98,9 +99,9 @@ impl Service {
             bin,
             dir,
             first_pid: 0,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+            // Every service has a control socket: tests read its status.
+            env: std::iter::once((crate::control::CONTROL_SOCKET_VAR.to_owned(), control))
+                .chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
                 .collect(),
         }
     }
@@ -439,10 +440,24 @@ impl Service {
             .count()
     }
 
-    /// The pid of the `n`th successor started (1-based), from the `successor started` lines.
-    pub fn successor_pid(&self, n: usize) -> u32 {
-        let lines = self.wait_log("successor started", n);
-        field(&lines[n - 1], "pid").expect("successor started has pid=")
+    /// The successor `parent` started: its live child running this service's binary
+    /// (`/proc`), waited for.
+    pub fn successor_of(&self, parent: u32) -> u32 {
+        let start = Instant::now();
+        loop {
+            let child = processes()
+                .into_iter()
+                .find(|p| p.ppid == parent && p.state != 'Z' && p.exe.starts_with(self.dir.path()));
+            if let Some(child) = child {
+                return child.pid;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "pid {parent} started no successor; log:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
