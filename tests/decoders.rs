@@ -1,6 +1,7 @@
 //! Property test of the decoders that read untrusted bytes (the snapshot, every message of the
-//! handoff channel): random and mutated inputs never panic, never hang, and never allocate
-//! more than a small multiple of their own size, however hostile a length prefix.
+//! handoff channel): random and mutated inputs never panic, never hang, and never hold more
+//! memory at once (the peak of live bytes) than a small multiple of their own size plus a
+//! constant, nor make one allocation beyond its bound, however hostile a length prefix.
 //! The same entry points are the fuzz targets in `fuzz/`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -11,37 +12,45 @@ use std::time::Duration;
 
 use hotrestart::__private::fuzz::{fuzz_channel, fuzz_seed, fuzz_snapshot};
 
-/// Records the largest single allocation of the current thread.
-struct Largest;
+/// Records, for the current thread, the largest single allocation, the bytes live now (allocated
+/// and not yet freed) and their peak.
+struct Counting;
 
 thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 // SAFETY: delegates every call to the system allocator; only records sizes.
-unsafe impl GlobalAlloc for Largest {
+unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
+        note(layout.size(), layout.size() as isize);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(0, -(layout.size() as isize));
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
+        note(new_size, new_size as isize - layout.size() as isize);
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
-fn note(size: usize) {
+fn note(size: usize, delta: isize) {
     let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get() + delta);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(live.get())));
+    });
 }
 
 #[global_allocator]
-static ALLOC: Largest = Largest;
+static ALLOC: Counting = Counting;
 
 /// xorshift64*: deterministic, so a failure names its seed and iteration.
 struct Rng(u64);
@@ -157,25 +166,52 @@ fn within(limit: Duration, check: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Decodes `input` with `decoder`; fails on a panic or on one allocation larger than the
-/// bound: the decoder's own copies of the input, plus a constant. The constant covers the 1 MiB
-/// read-ahead of a frame and serde's cautious preallocation for a collection whose length
-/// prefix lies: at most 1 MiB of elements, which for a `HashMap<String, u64>` is a table of
-/// 2 MiB + 64 KiB (65 536 buckets of 32 bytes and their control bytes). Hostile lengths must
-/// not be able to push it further.
+/// Decodes `input` with `decoder`; fails on a panic, on more bytes live at once than
+/// [`peak_bound`] above what was live before, or on one allocation larger than
+/// [`single_bound`].
 fn decode_bounded(decoder: fn(&[u8]), input: &[u8], what: &str) {
     LARGEST.with(|l| l.set(0));
+    let before = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(before));
     decoder(input);
-    let largest = LARGEST.with(|l| l.get());
-    let bound = 4 * input.len() + (5 << 19);
+    let largest = LARGEST.with(Cell::get);
+    let peak = (PEAK.with(Cell::get) - before) as usize;
     assert!(
-        largest <= bound,
+        largest <= single_bound(input.len()),
         "{what}: one allocation of {largest} bytes for {} bytes of input",
         input.len()
     );
+    assert!(
+        peak <= peak_bound(input.len()),
+        "{what}: {peak} bytes live at once for {} bytes of input",
+        input.len()
+    );
+    MOST.with(|m| m.set(m.get().max(peak.saturating_sub(8 * input.len()))));
+}
+
+/// One allocation: the decoder's own copies of the input, plus a constant. The constant covers
+/// the 1 MiB read-ahead of a frame and serde's cautious preallocation for a collection whose
+/// length prefix lies: at most 1 MiB of elements, which for a `HashMap<String, u64>` is a
+/// table of 2 MiB + 64 KiB (65 536 buckets of 32 bytes and their control bytes).
+fn single_bound(input: usize) -> usize {
+    4 * input + (5 << 19)
+}
+
+/// Everything held at once: every copy of the input the decoders make (the snapshot read into
+/// fields, each field decoded as several types, the frame fixed up and decoded again), plus the
+/// read-ahead and one cautious preallocation alive together. Hostile lengths must not be able to
+/// push it further.
+fn peak_bound(input: usize) -> usize {
+    8 * input + (4 << 20)
+}
+
+thread_local! {
+    /// The largest peak seen beyond the input's copies, for the figure a test prints.
+    static MOST: Cell<usize> = const { Cell::new(0) };
 }
 
 fn property(seed: u64, iterations: usize) {
+    MOST.with(|m| m.set(0));
     let mut rng = Rng(seed);
     let seeds = seeds();
     for i in 0..iterations {
@@ -190,6 +226,11 @@ fn property(seed: u64, iterations: usize) {
         decode_bounded(fuzz_snapshot, &input, &what);
         decode_bounded(fuzz_channel, &input, &what);
     }
+    eprintln!(
+        "seed {seed:#x}: at most {} bytes live beyond 8x the input (bound {})",
+        MOST.with(Cell::get),
+        4 << 20
+    );
 }
 
 #[test]

@@ -11,9 +11,28 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Sends `n` SIGHUPs over about a second, each to the process serving at that moment; returns
-/// the largest number of live processes seen meanwhile and for `settle` afterwards.
+/// the largest number of live processes seen meanwhile and for `settle` afterwards, counted
+/// by a thread that reads `/proc` without pause (a generation lives at least the drain
+/// timeout, far longer than one reading).
 fn storm(svc: &Service, n: usize, settle: Duration) -> usize {
-    let mut max_alive = 0;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        let counter = scope.spawn(|| {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(svc.live_processes().len());
+            }
+            most
+        });
+        send_triggers(svc, n);
+        thread::sleep(settle);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        counter.join().unwrap()
+    })
+}
+
+/// `n` SIGHUPs over about a second, each to the process serving at that moment.
+fn send_triggers(svc: &Service, n: usize) {
     let mut sent = 0;
     for _ in 0..n * 4 {
         if sent == n {
@@ -25,16 +44,9 @@ fn storm(svc: &Service, n: usize, settle: Duration) -> usize {
             unsafe { libc::kill(r.pid as i32, libc::SIGHUP) };
             sent += 1;
         }
-        max_alive = max_alive.max(svc.live_processes().len());
         thread::sleep(Duration::from_millis(1000 / n as u64));
     }
     assert_eq!(sent, n, "every trigger was sent");
-    let until = Instant::now() + settle;
-    while Instant::now() < until {
-        max_alive = max_alive.max(svc.live_processes().len());
-        thread::sleep(Duration::from_millis(5));
-    }
-    max_alive
 }
 
 /// Waits until one process has been alone for a second: the storm is over.
@@ -127,8 +139,9 @@ fn restart_storm_never_has_more_than_three_generations_alive() {
     svc.plan("linger-ms=5000");
     let max_alive = storm(&svc, 30, Duration::from_secs(2));
     wait_one_process(&svc);
+    // The documented cap, written here rather than read from the code under test.
     assert!(
-        max_alive <= hotrestart::MAX_GENERATIONS,
+        max_alive <= 3,
         "{max_alive} generations were alive at once; log:\n{}",
         svc.log_text()
     );
@@ -231,13 +244,21 @@ fn hundred_restarts_keep_fds_memory_and_environment_flat() {
     svc.hit();
     let first = svc.hot_restart();
     warm(&svc);
-    let (fds, rss, env) = (fd_count(first), rss_kib(first), environ(first));
+    let (fds, env) = (fd_count(first), environ(first));
+    // Heap (anonymous memory) of generations 1 to 3, warmed alike: how much two equal
+    // processes differ, measured here.
+    let mut early = vec![anon_kib(first)];
     let mut pid = first;
-    for _ in 1..100 {
+    for _ in 1..3 {
+        pid = svc.hot_restart();
+        warm(&svc);
+        early.push(anon_kib(pid));
+    }
+    for _ in 3..100 {
         pid = svc.hot_restart();
     }
     warm(&svc);
-    assert_eq!(svc.count(), 3, "the count survived a hundred handovers");
+    assert_eq!(svc.count(), 5, "the count survived a hundred handovers");
     assert_eq!(svc.live_processes(), vec![pid]);
     assert_eq!(
         fd_count(pid),
@@ -250,12 +271,15 @@ fn hundred_restarts_keep_fds_memory_and_environment_flat() {
         "the environment does not grow from generation to generation"
     );
     // Each generation is a new process, so only what is handed over (state, sockets,
-    // environment, arguments) can carry a leak forward: one that grows per restart would
-    // add up a hundredfold. Allocator arenas and thread stacks make RSS vary by a few MiB
-    // between two equal processes, hence the slack.
-    let after = rss_kib(pid);
+    // environment, arguments) can carry a leak forward: one that grows per restart adds up a
+    // hundredfold, so 3 KiB a restart is 300 KiB here. The slack is 256 KiB, or twice the spread
+    // between generations 1 to 3 if the allocator makes them differ more.
+    let after = anon_kib(pid);
+    let (low, high) = (*early.iter().min().unwrap(), *early.iter().max().unwrap());
+    let slack = (2 * (high - low)).max(256);
+    eprintln!("RssAnon: generations 1-3 {early:?} KiB, generation 100 {after} KiB");
     assert!(
-        after <= rss * 3 / 2 + 2048,
-        "RSS {after} KiB after restart 100, {rss} KiB after restart 1"
+        after <= high + slack,
+        "RssAnon {after} KiB after restart 100; {early:?} KiB after restarts 1-3"
     );
 }

@@ -120,6 +120,17 @@ pub fn is_alive(pid: u32) -> bool {
     exit_code(pid).is_none() && Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Anonymous resident memory of `pid` in KiB (`RssAnon`: the heap and stacks, not the mapped
+/// binary and libraries).
+pub fn anon_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/<pid>/status")
+}
+
 /// Resident memory of `pid` in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
