@@ -315,10 +315,13 @@ fn sigterm_during_a_handover_gives_parked_connections_back_and_closes_them_clean
             "connection {i}: closed cleanly (EOF), nothing unasked for"
         );
     }
+    // Ordering, not timing: the exit's hook (3 s, after the drain) had not finished, so the
+    // connections were given back and drained, not left parked until the process exited.
     assert!(
-        sent.elapsed() < Duration::from_millis(2000),
-        "the connections were given back and drained ({:?} after SIGTERM), not left parked until the process exited",
-        sent.elapsed()
+        is_alive(old) && svc.count_log("hook: done") <= 1,
+        "the connections closed only at the exit ({:?} after SIGTERM); log:\n{}",
+        sent.elapsed(),
+        svc.log_text()
     );
     let deadline = std::time::Instant::now() + WAIT;
     while exit_code(old).is_none() && std::time::Instant::now() < deadline {

@@ -45,6 +45,30 @@ pub(crate) struct Adopted {
 }
 
 impl Adopted {
+    /// What a successor of generation `generation` adopts when its predecessor is this very
+    /// process: the in-process handover tests play the old side on the other end of `chan`.
+    #[cfg(test)]
+    pub(super) fn successor_in_process(
+        generation: u64,
+        chan: StdUnixStream,
+        listeners: Vec<(String, OwnedFd)>,
+    ) -> Adopted {
+        Adopted {
+            generation,
+            listeners,
+            predecessor: Some(chan),
+            predecessor_pid: Some(std::process::id()),
+            activated: false,
+            error: None,
+            notes: Vec::new(),
+            ancestors: Vec::new(),
+            notifier: Notifier::new(None),
+            operator_env: Vec::new(),
+            exe: PathBuf::from("/nonexistent"),
+            args: Vec::new(),
+        }
+    }
+
     /// Reads and removes every hotrestart and socket-activation variable. Must run while the
     /// process has a single thread.
     pub(crate) fn from_env() -> Adopted {

@@ -490,3 +490,6 @@ impl Inner {
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
+
+#[cfg(test)]
+mod tests;
