@@ -74,22 +74,6 @@ impl<S: Read + Write> Client<S> {
     }
 }
 
-/// Sockets `pid` holds open: the smallest of several readings, so a probe connection that is
-/// just closing is not counted while a leaked socket (which stays) is.
-fn sockets(pid: u32) -> usize {
-    (0..6)
-        .map(|_| {
-            thread::sleep(Duration::from_millis(20));
-            std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .unwrap()
-                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                .count()
-        })
-        .min()
-        .unwrap()
-}
-
 /// `POST /hit` on every client; each must be answered 200 by `pid` on its open connection,
 /// with the next count: the state and the connections moved together.
 fn hit_all<S: Read + Write>(clients: &mut [Client<S>], pid: u32, when: &str) {
@@ -130,7 +114,7 @@ fn sixteen_idle_connections_move_to_each_of_five_successors() {
         pid = svc.hot_restart();
         assert_ne!(pid, old);
         hit_all(&mut clients, pid, &format!("after restart {round}"));
-        let now = sockets(pid);
+        let now = socket_count(pid);
         assert!(
             now > 16,
             "the new process holds the 16 connections and the listener ({now} sockets)"

@@ -4,27 +4,7 @@
 
 use hotrestart_testkit as common;
 
-use std::collections::HashSet;
-
 use common::*;
-
-/// Inodes of the sockets `pid` holds (`socket:[N]` in `/proc/<pid>/fd`).
-fn socket_inodes(pid: u32) -> HashSet<u64> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .filter_map(|l| {
-                    l.to_str()?
-                        .strip_prefix("socket:[")?
-                        .strip_suffix(']')?
-                        .parse()
-                        .ok()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The inode of the TCP socket listening on 127.0.0.1:`port`, from `/proc/net/tcp`.
 fn listening_inode(port: u16) -> Option<u64> {

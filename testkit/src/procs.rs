@@ -103,16 +103,47 @@ pub fn zombie_children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Open fds of `pid`: the smallest of several readings, so a connection that is just closing
-/// is not counted while a leak (which stays) is.
-pub fn fd_count(pid: u32) -> usize {
+/// What each open fd of `pid` refers to (`/proc/<pid>/fd/<n>` links: a path, `socket:[N]`,
+/// `pipe:[N]`, ...).
+pub fn fd_targets(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Inodes of the sockets `pid` holds (`socket:[N]` among its fds).
+pub fn socket_inodes(pid: u32) -> std::collections::HashSet<u64> {
+    fd_targets(pid)
+        .iter()
+        .filter_map(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect()
+}
+
+/// The fds of `pid` that `keep` selects, counted as the smallest of several readings, so a
+/// connection that is just closing is not counted while a leak (which stays) is.
+pub fn settled_fd_count(pid: u32, keep: impl Fn(&str) -> bool) -> usize {
     (0..8)
         .map(|_| {
             thread::sleep(Duration::from_millis(25));
-            fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+            fd_targets(pid).iter().filter(|t| keep(t)).count()
         })
         .min()
         .unwrap()
+}
+
+/// Open fds of `pid` (see [`settled_fd_count`]).
+pub fn fd_count(pid: u32) -> usize {
+    settled_fd_count(pid, |_| true)
+}
+
+/// Sockets `pid` holds open (see [`settled_fd_count`]).
+pub fn socket_count(pid: u32) -> usize {
+    settled_fd_count(pid, |t| t.starts_with("socket:"))
 }
 
 /// Whether `pid` has neither exited nor been reaped.
