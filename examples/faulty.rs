@@ -18,6 +18,9 @@
 //!   snapshot is big enough to be caught in the middle of a transfer or a write.
 //! - `GET /ballast` → `<length>:<fnv1a-64 hex>` of the ballast, to check it arrived whole.
 //! - `GET /stream/N` → a response that sends a line every 100 ms for N seconds.
+//! - `POST /slow-hit/N` → waits N ms, then counts a hit and answers the count: a handler still
+//!   computing (no response yet) when a restart quiesces, whose write must be in the snapshot
+//!   if it ends within the snapshot timeout.
 //! - `POST /upload-later` → `202` at once; a task then reads the request body and logs
 //!   `upload done bytes=N` (or `upload failed`), like a handler that queues an upload.
 
@@ -138,6 +141,7 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         .route("/count", get(count))
         .route("/ballast", get(ballast))
         .route("/stream/{secs}", get(stream))
+        .route("/slow-hit/{ms}", post(slow_hit))
         .route("/upload-later", post(upload_later))
         .layer(axum::middleware::map_response(add_pid))
         .with_state(state);
@@ -150,6 +154,11 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn hit(State(state): State<Arc<Faulty>>) -> String {
+    (state.hits.fetch_add(1, Ordering::SeqCst) + 1).to_string()
+}
+
+async fn slow_hit(State(state): State<Arc<Faulty>>, Path(ms): Path<u64>) -> String {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
     (state.hits.fetch_add(1, Ordering::SeqCst) + 1).to_string()
 }
 

@@ -328,24 +328,112 @@ fn a_request_in_flight_finishes_in_the_old_process_then_its_connection_moves() {
     let svc = Service::start_faulty(&[]);
     let old = svc.pid();
     let mut c = Client::connect(svc.addr());
-    // A response streamed over one second (a line every 100 ms).
-    c.write(b"GET /stream/1 HTTP/1.1\r\nhost: test\r\n\r\n");
-    c.wait_response_started();
+    // A handler still computing when the restart quiesces (300 ms, within the snapshot
+    // timeout): the snapshot waits for it, so its write is in the state the successor gets.
+    c.write(b"POST /slow-hit/300 HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n");
+    wait_read_by_server(&svc, &c);
     svc.signal(old, libc::SIGHUP);
     let reply = c.read_reply().unwrap();
     assert_eq!(
-        (reply.status, reply.pid, reply.close),
-        (200, old, false),
+        (reply.status, reply.pid, reply.close, reply.body.as_str()),
+        (200, old, false, "1"),
         "the request in flight is answered by the old process, without `connection: close`"
     );
-    assert_eq!(reply.body.lines().count(), 10, "{:?}", reply.body);
     let new = svc.wait_new_pid(old);
     let next = c.send("POST", "/hit").unwrap();
     assert_eq!(
-        (next.status, next.pid, next.close),
-        (200, new, false),
-        "the next request on the same connection is answered by the successor"
+        (next.status, next.pid, next.close, next.body.as_str()),
+        (200, new, false, "2"),
+        "the next request on the same connection is answered by the successor, which has the slow request's write"
     );
+    assert_eq!(wait_exit(old, WAIT), 0);
+}
+
+/// Waits until the server has read everything `c` sent (its socket's receive queue is empty).
+fn wait_read_by_server(svc: &Service, c: &Client) {
+    let start = std::time::Instant::now();
+    while server_rx_queue(svc.port, c.local_port()) != Some(0) {
+        assert!(start.elapsed() < WAIT, "the server never read the request");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_streaming_response_does_not_hold_the_snapshot_and_finishes_in_the_old_process() {
+    use std::io::Read;
+    let svc = Service::start_faulty(&[]);
+    let old = svc.pid();
+    let mut stream = TcpStream::connect(svc.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // 30 lines over 3 s: a response of no known length, long-lived.
+    stream
+        .write_all(b"GET /stream/3 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = stream.read(&mut got).unwrap();
+    got.truncate(n);
+    svc.signal(old, libc::SIGHUP);
+    // The successor serves while the stream still runs in the old process: the snapshot did
+    // not wait for it.
+    let new = svc.wait_new_pid(old);
+    assert_ne!(new, old);
+    stream.set_nonblocking(true).unwrap();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let so_far = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        !so_far.contains("line 29"),
+        "the stream had already ended when the successor served: {so_far:?}"
+    );
+    assert!(is_alive(old), "the old process serves the stream on");
+    // It runs to its end there (the drain timeout, 10 s, is longer), then the old process exits.
+    stream.set_nonblocking(false).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    got.extend_from_slice(&rest);
+    let all = String::from_utf8_lossy(&got);
+    assert!(all.contains("line 29"), "the whole stream: {all:?}");
+    assert!(all.contains(&format!("x-pid: {old}")), "{all:?}");
+    assert_eq!(wait_exit(old, WAIT), 0);
+}
+
+#[test]
+fn a_slow_request_holds_the_snapshot_for_the_snapshot_timeout_and_no_longer() {
+    let svc = Service::start_faulty(&[("HOTRESTART_SNAPSHOT_TIMEOUT", "200ms")]);
+    let old = svc.pid();
+    let mut c = Client::connect(svc.addr());
+    // 3 s of computing, far past the snapshot timeout.
+    c.write(b"POST /slow-hit/3000 HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n");
+    wait_read_by_server(&svc, &c);
+    svc.signal(old, libc::SIGHUP);
+    let new = svc.wait_new_pid(old);
+    // The successor serves while the slow request is still computing in the old process.
+    assert_eq!(
+        svc.count(),
+        0,
+        "the snapshot was taken before the slow write"
+    );
+    assert!(is_alive(old));
+    let reply = c.read_reply().unwrap();
+    assert_eq!(
+        (reply.status, reply.pid),
+        (200, old),
+        "it finishes in the old process"
+    );
+    assert_eq!(
+        svc.count_log("still running at the snapshot timeout"),
+        1,
+        "one line counts what the snapshot did not wait for; log:\n{}",
+        svc.log_text()
+    );
+    assert_eq!(svc.pid(), new);
     assert_eq!(wait_exit(old, WAIT), 0);
 }
 

@@ -12,6 +12,7 @@ use crate::errors::Errors;
 
 const READY_TIMEOUT: &str = "ready_timeout";
 const DRAIN_TIMEOUT: &str = "drain_timeout";
+const SNAPSHOT_TIMEOUT: &str = "snapshot_timeout";
 const STATE_FILE: &str = "state_file";
 const CONTROL_SOCKET: &str = "control_socket";
 const FLAVOR: &str = "flavor";
@@ -26,6 +27,7 @@ const MULTI_THREAD: &str = "multi_thread";
 const KEYS: &[(&str, &str)] = &[
     (READY_TIMEOUT, "ready_timeout = \"30s\""),
     (DRAIN_TIMEOUT, "drain_timeout = \"10s\""),
+    (SNAPSHOT_TIMEOUT, "snapshot_timeout = \"1s\""),
     (STATE_FILE, "state_file = \"app.state\""),
     (CONTROL_SOCKET, "control_socket = \"/run/app/control.sock\""),
     (FLAVOR, "flavor = \"multi_thread\""),
@@ -70,6 +72,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 struct Config {
     ready_timeout: Option<Millis>,
     drain_timeout: Option<Millis>,
+    snapshot_timeout: Option<Millis>,
     state_file: Option<LitStr>,
     control_socket: Option<LitStr>,
     flavor: Option<(Flavor, LitStr)>,
@@ -111,6 +114,7 @@ fn parse_config(args: TokenStream, errors: &mut Errors) -> Config {
         match key.as_str() {
             READY_TIMEOUT => config.ready_timeout = duration(&meta, example, errors),
             DRAIN_TIMEOUT => config.drain_timeout = duration(&meta, example, errors),
+            SNAPSHOT_TIMEOUT => config.snapshot_timeout = duration(&meta, example, errors),
             STATE_FILE => config.state_file = path(STATE_FILE, &meta, example, errors),
             CONTROL_SOCKET => config.control_socket = path(CONTROL_SOCKET, &meta, example, errors),
             FLAVOR => config.flavor = flavor(&meta, example, errors),
@@ -360,6 +364,7 @@ fn generate(config: &Config, main: &Main) -> TokenStream {
     for (method, value) in [
         ("ready_timeout", &config.ready_timeout),
         ("drain_timeout", &config.drain_timeout),
+        ("snapshot_timeout", &config.snapshot_timeout),
     ] {
         if let Some(Millis { ms, lit }) = value {
             let method = syn::Ident::new(method, lit.span());

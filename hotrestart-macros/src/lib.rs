@@ -41,7 +41,8 @@ use proc_macro::TokenStream;
 /// | argument | default | meaning |
 /// | --- | --- | --- |
 /// | `ready_timeout = "30s"` | `30s` | how long a successor may take from spawn to READY before the restart is rolled back |
-/// | `drain_timeout = "10s"` | `10s` | how long in-flight work may run after this process stops accepting |
+/// | `drain_timeout = "10s"` | `10s` | how long in-flight work and long-lived connections (WebSocket, event streams, gRPC streams) may run after this process stops accepting |
+/// | `snapshot_timeout = "1s"` | `1s` | how long the snapshot waits for requests still computing (no response yet) at a hot restart; past it the snapshot is taken anyway |
 /// | `state_file = "app.state"` | none | where `#[persist]` state is written on a graceful exit and read at a cold start |
 /// | `flavor = "multi_thread"` | `"multi_thread"` | the tokio runtime: `"multi_thread"` or `"current_thread"` |
 /// | `worker_threads = 4` | one per core | worker threads of the multi-thread runtime |

@@ -46,19 +46,20 @@ struct Round {
     id: u64,
     /// Whether connections may still park in it (until [`Outbox::take`]).
     accepting: bool,
+    /// Which kinds the successor takes: HTTP connections, custom protocols' connections.
+    http: bool,
+    custom: bool,
     /// Whether its connections were taken to be sent (the successor may hold them now).
     sent: bool,
     parcels: Vec<Parcel>,
 }
 
 /// Where a parked connection waits for its verdict.
-#[cfg(feature = "http")]
 pub(crate) struct Ticket {
     round: u64,
     verdict: watch::Receiver<(u64, Verdict)>,
 }
 
-#[cfg(feature = "http")]
 impl Ticket {
     /// What became of the round this connection was parked in.
     pub(crate) async fn verdict(mut self) -> Verdict {
@@ -82,6 +83,8 @@ impl Outbox {
             round: Mutex::new(Round {
                 id: 0,
                 accepting: false,
+                http: false,
+                custom: false,
                 sent: false,
                 parcels: Vec::new(),
             }),
@@ -89,11 +92,14 @@ impl Outbox {
         }
     }
 
-    /// Starts a round: connections may park until [`Outbox::take`].
-    pub(crate) fn open(&self) {
+    /// Starts a round: connections of the kinds the successor takes may park until
+    /// [`Outbox::take`].
+    pub(crate) fn open(&self, http: bool, custom: bool) {
         let mut round = self.round.lock().unwrap();
         round.id += 1;
         round.accepting = true;
+        round.http = http;
+        round.custom = custom;
         round.sent = false;
         round.parcels.clear();
         self.verdict.send_replace((round.id, Verdict::Pending));
@@ -103,12 +109,18 @@ impl Outbox {
     /// round is open and its connections have not been taken for sending yet.
     #[cfg(feature = "http")]
     pub(crate) fn is_open(&self) -> bool {
-        self.round.lock().unwrap().accepting
+        let round = self.round.lock().unwrap();
+        round.accepting && round.http
+    }
+
+    /// The same for connections of custom protocols.
+    pub(crate) fn is_open_for_custom(&self) -> bool {
+        let round = self.round.lock().unwrap();
+        round.accepting && round.custom
     }
 
     /// Parks a connection, if the round still takes them; the ticket tells what became of it.
     /// `None`: too late, the parked connections were already sent; serve it and let it drain.
-    #[cfg(feature = "http")]
     pub(crate) fn park(&self, parcel: Parcel) -> Option<Ticket> {
         let mut round = self.round.lock().unwrap();
         if !round.accepting {
@@ -166,7 +178,6 @@ impl Inbox {
             .push(arrival);
     }
 
-    #[cfg(feature = "http")]
     pub(crate) fn claim(&self, key: &str) -> Vec<Arrival> {
         self.by_key.lock().unwrap().remove(key).unwrap_or_default()
     }
@@ -235,15 +246,17 @@ impl std::ops::Deref for Handover {
     }
 }
 
-/// What only a serving layer asks.
-#[cfg(feature = "http")]
 impl Handover {
     /// Connections handed over from the previous process that arrived on the listener known
     /// as `key`; each is given out once.
     pub(crate) fn claim(&self, key: &str) -> Vec<Arrival> {
         self.inbox.claim(key)
     }
+}
 
+/// What only the HTTP serving layer asks.
+#[cfg(feature = "http")]
+impl Handover {
     /// Records a connection closed while still busy at the drain timeout.
     pub(crate) fn connection_cut(&self) {
         self.work.cut_one();

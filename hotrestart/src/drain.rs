@@ -1,5 +1,6 @@
-//! Accepting, quiescing, draining: the phase every accept loop obeys, and the count of work
-//! (accept loops and connections) that must end before a snapshot is taken.
+//! Accepting, quiescing, draining: the phase every accept loop obeys, and the count of work:
+//! what the snapshot waits for (work that may still change `#[persist]` state), and what only
+//! the drain waits for (long-lived connections, connections parked for a successor).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,11 +21,34 @@ pub enum Phase {
     Stopping,
 }
 
-/// Live work, and connections parked for a successor.
+/// Live work, connections parked for a successor, and long-lived connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
     live: usize,
     parked: usize,
+    lingering: usize,
+}
+
+/// What a [`WorkGuard`] counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// May change `#[persist]` state: the snapshot waits for it (up to the snapshot timeout).
+    Live,
+    /// A connection parked for the successor: may be given back.
+    Parked,
+    /// A long-lived connection (WebSocket, event stream, gRPC stream): the process stays
+    /// until it ends or the drain timeout passes, but the snapshot never waits for it.
+    Lingering,
+}
+
+impl Counts {
+    fn slot(&mut self, kind: Kind) -> &mut usize {
+        match kind {
+            Kind::Live => &mut self.live,
+            Kind::Parked => &mut self.parked,
+            Kind::Lingering => &mut self.lingering,
+        }
+    }
 }
 
 /// Counts live work. The snapshot waits until no work is live: no accept loop running, no
@@ -49,11 +73,21 @@ impl Tracker {
         }
     }
 
+    /// Work the snapshot waits for.
     pub(crate) fn enter(&self) -> WorkGuard {
-        self.count.send_modify(|n| n.live += 1);
+        self.enter_as(Kind::Live)
+    }
+
+    /// A long-lived connection: the drain waits for it, the snapshot does not.
+    pub(crate) fn enter_lingering(&self) -> WorkGuard {
+        self.enter_as(Kind::Lingering)
+    }
+
+    fn enter_as(&self, kind: Kind) -> WorkGuard {
+        self.count.send_modify(|n| *n.slot(kind) += 1);
         WorkGuard {
             count: self.count.clone(),
-            parked: false,
+            kind,
         }
     }
 
@@ -100,71 +134,80 @@ impl Tracker {
         }
     }
 
-    /// Waits until no work is live and no connection is parked, up to `limit`; returns how
-    /// many were still open then. What a draining process waits for. A parked connection
-    /// given back enters as live work before it leaves the parked count, so the two are never
-    /// both zero while it is open.
+    /// Waits until no work is live, no connection is parked and no long-lived connection is
+    /// open, up to `limit`; returns how many were still open then. What a draining process
+    /// waits for. A guard changes kind in one update, so the counts are never all zero while
+    /// it exists.
     pub(crate) async fn drained(&self, limit: Duration) -> usize {
+        let open = |n: &Counts| n.live + n.parked + n.lingering;
         let mut rx = self.count.subscribe();
-        let done = tokio::time::timeout(limit, rx.wait_for(|n| n.live + n.parked == 0))
+        let done = tokio::time::timeout(limit, rx.wait_for(|n| open(n) == 0))
             .await
             .is_ok();
         if done {
             0
         } else {
-            let n = *self.count.borrow();
-            n.live + n.parked
+            open(&self.count.borrow())
         }
+    }
+
+    /// Long-lived connections open now.
+    pub(crate) fn lingering(&self) -> usize {
+        self.count.borrow().lingering
     }
 }
 
-/// One unit of live work; dropping it ends the work.
+/// One unit of work, counted while it exists: what [`Hot::track`](crate::Hot::track) (work the
+/// snapshot waits for) and [`Hot::long_lived`](crate::Hot::long_lived) (a connection the drain
+/// waits for) return. Dropping it ends the work.
 #[must_use = "the work ends when the guard is dropped"]
 pub struct WorkGuard {
     count: watch::Sender<Counts>,
-    parked: bool,
+    kind: Kind,
 }
 
-#[cfg(feature = "http")]
 impl WorkGuard {
-    /// The same unit, now counted as a parked connection (one update, not two).
-    pub(crate) fn into_parked(mut self) -> WorkGuard {
-        if !self.parked {
+    /// The same unit counted as another kind, in one update.
+    fn into_kind(mut self, kind: Kind) -> WorkGuard {
+        if self.kind != kind {
+            let from = self.kind;
             self.count.send_modify(|n| {
-                n.live -= 1;
-                n.parked += 1;
+                *n.slot(from) -= 1;
+                *n.slot(kind) += 1;
             });
-            self.parked = true;
+            self.kind = kind;
         }
         self
     }
 
-    /// The same unit, live again.
-    pub(crate) fn into_live(mut self) -> WorkGuard {
-        if self.parked {
-            self.count.send_modify(|n| {
-                n.parked -= 1;
-                n.live += 1;
-            });
-            self.parked = false;
-        }
-        self
+    /// The same unit, now a parked connection.
+    pub(crate) fn into_parked(self) -> WorkGuard {
+        self.into_kind(Kind::Parked)
+    }
+
+    /// The same unit, live again: the snapshot waits for it.
+    pub(crate) fn into_live(self) -> WorkGuard {
+        self.into_kind(Kind::Live)
+    }
+
+    /// The same unit, now a long-lived connection: the snapshot no longer waits for it.
+    pub fn into_long_lived(self) -> WorkGuard {
+        self.into_kind(Kind::Lingering)
     }
 }
 
 impl std::fmt::Debug for WorkGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkGuard")
-            .field("parked", &self.parked)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for WorkGuard {
     fn drop(&mut self) {
-        let parked = self.parked;
-        self.count
-            .send_modify(|n| if parked { n.parked -= 1 } else { n.live -= 1 });
+        let kind = self.kind;
+        self.count.send_modify(|n| *n.slot(kind) -= 1);
     }
 }
 

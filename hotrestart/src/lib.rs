@@ -60,6 +60,7 @@ mod hooks;
 pub mod http;
 mod lifecycle;
 mod listeners;
+mod movable;
 mod notify;
 mod options;
 mod snapshot;
@@ -75,5 +76,8 @@ pub use drain::{Phase, Shutdown, WorkGuard};
 pub use error::{Error, Result};
 pub use hotrestart_macros::{before_restart, hot_main, State};
 pub use lifecycle::{Hot, Restarted, MAX_GENERATIONS};
-pub use options::{Options, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READY_TIMEOUT};
+pub use movable::{Movable, Moved, Signal, MAX_CONNECTION_STATE};
+pub use options::{
+    Options, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT,
+};
 pub use snapshot::{SnapshotReader, SnapshotWriter, State, FORMAT_VERSION};

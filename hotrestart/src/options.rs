@@ -7,6 +7,12 @@ use std::time::Duration;
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`Options::drain_timeout`]: how long in-flight work may take to finish.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Options::snapshot_timeout`]: how long the snapshot waits for requests still
+/// computing when the successor is ready to take over. Nothing is accepted meanwhile (new
+/// connections queue in the kernel, none is refused), so this is the worst accept gap a slow
+/// handler can cause; one second covers ordinary handlers (a database round trip, a call to
+/// another service) while keeping that gap under what a client's retry or timeout would notice.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a hotrestart process behaves. Built by `#[hot_main(...)]`; each value can be overridden
 /// by the operator through an environment variable, which wins over the macro argument.
@@ -15,9 +21,15 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Options {
     /// Spawn → READY budget of a successor (`HOTRESTART_READY_TIMEOUT`). Default 30s.
     pub ready_timeout: Duration,
-    /// How long in-flight work may run after this process stops accepting
-    /// (`HOTRESTART_DRAIN_TIMEOUT`). Default 10s.
+    /// How long in-flight work and long-lived connections (WebSockets, event streams, gRPC
+    /// streams) may run after this process stops accepting (`HOTRESTART_DRAIN_TIMEOUT`).
+    /// Default 10s.
     pub drain_timeout: Duration,
+    /// How long the snapshot waits for work that may still change `#[persist]` state: requests
+    /// without a response yet, and [`Hot::track`](crate::Hot::track) guards
+    /// (`HOTRESTART_SNAPSHOT_TIMEOUT`). Past it the snapshot is taken anyway and one log line
+    /// counts what it did not wait for. Long-lived connections never hold it. Default 1s.
+    pub snapshot_timeout: Duration,
     /// Where `#[persist]` state is written on a graceful exit and read at a cold start
     /// (`HOTRESTART_STATE_FILE`). Default: none, state lives only across hot restarts.
     pub state_file: Option<PathBuf>,
@@ -37,6 +49,7 @@ impl Default for Options {
         Options {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
             state_file: None,
             control_socket: None,
             watch_exe: false,

@@ -7,7 +7,7 @@
 //!                                    <----  PREPARED            (its slow init is done)
 //!                                           (payload: capabilities, see CAP_CONNECTIONS)
 //!   quiesce, park idle connections, hooks
-//!   PLAN {CAP_CONNECTIONS}           ---->  (only if the successor offered, and hand-over is on)
+//!   PLAN {CAP_CONNECTIONS|CAP_CUSTOM} ---> (only if the successor offered, and hand-over is on)
 //!   SNAPSHOT {frame}                 ---->
 //!   CONNECTIONS {batch} + fds        ---->  (only after PLAN; at most 253 fds per frame,
 //!   ... the last one flagged last)          the last one flagged)
@@ -47,6 +47,11 @@ pub(crate) const TAG_PLAN: u8 = 7;
 
 /// PREPARED payload bit: "send me your idle connections after the snapshot".
 pub(crate) const CAP_CONNECTIONS: u8 = 1;
+/// PREPARED/PLAN capability bit: the successor takes connections of custom protocols
+/// ([`crate::Movable`]), claimed by listener name.
+pub(crate) const CAP_CUSTOM: u8 = 4;
+/// Every capability that means CONNECTIONS frames follow the snapshot.
+pub(crate) const CAPS_WITH_CONNECTIONS: u8 = CAP_CONNECTIONS | CAP_CUSTOM;
 /// PREPARED payload bit: "I announce myself to the supervisor". A successor of a version
 /// without a supervisor does not; its predecessor announces it at the commit instead.
 pub(crate) const CAP_ANNOUNCES: u8 = 2;

@@ -1,6 +1,7 @@
 //! Request bookkeeping: whether a connection is between two requests, and whether a
 //! request body was left unfinished (such a connection must not move).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
-
-// GLOB
 
 /// An HTTP/1 connection that was active this recently when its process stopped accepting may
 /// be about to send its next request: it gets this long to do so, and that request is served
@@ -43,6 +42,10 @@ pub(super) struct Activity {
     /// into a task that reads an upload after the response went out): the rest of such a body
     /// is still to be read from this connection, so it is not between two requests.
     pub(super) open_bodies: AtomicU32,
+    /// The response going out has a body of no known length (an event stream, a download, a
+    /// gRPC stream): the connection is long-lived while it runs, and cannot park before its
+    /// end.
+    pub(super) streaming: AtomicBool,
     /// hyper's read waiting behind the parking gate.
     pub(super) reader: Mutex<Option<Waker>>,
     pub(super) changed: Notify,
@@ -59,6 +62,7 @@ impl Activity {
             unflushed: AtomicBool::new(false),
             unread_body: AtomicBool::new(false),
             open_bodies: AtomicU32::new(0),
+            streaming: AtomicBool::new(false),
             reader: Mutex::new(None),
             changed: Notify::new(),
         }
@@ -137,16 +141,56 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // Its response, streamed or not, is over.
+        self.0.streaming.store(false, Ordering::Release);
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.0.announce();
     }
 }
 
-/// A response body that ends its request's [`InFlight`] when hyper is done with it.
+/// What kind of long-lived response a body is, by its content type: the kinds this process
+/// ends cleanly itself when it stops, so that their clients reconnect to the successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LongLived {
+    /// Any other response: it runs to its end, or to the drain timeout.
+    No,
+    /// `text/event-stream`: the stream ends (a complete response), `EventSource` reconnects.
+    EventStream,
+    /// `application/grpc`: the call ends with trailers `grpc-status: 14` (`UNAVAILABLE`), the
+    /// status a gRPC client retries, instead of a reset stream.
+    Grpc,
+}
+
+impl LongLived {
+    pub(super) fn of(headers: &axum::http::HeaderMap) -> Self {
+        let kind = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if kind.starts_with("text/event-stream") {
+            LongLived::EventStream
+        } else if kind.starts_with("application/grpc") {
+            LongLived::Grpc
+        } else {
+            LongLived::No
+        }
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] (and, for a body of known length, its
+/// live-work guard) when hyper is done with it; a long-lived kind of response is ended cleanly
+/// once this process stops.
 pub(super) struct TrackedBody {
     pub(super) body: axum::body::Body,
     pub(super) _in_flight: InFlight,
+    /// Work the snapshot waits for, until the body's end (bodies of known length only).
+    pub(super) _work: Option<crate::WorkGuard>,
+    pub(super) long_lived: LongLived,
+    /// Resolves when this process stops: set for long-lived kinds only.
+    pub(super) stop: Option<Pin<Box<crate::Shutdown>>>,
+    /// The clean end was produced: nothing follows.
+    pub(super) ended: bool,
 }
 
 impl Body for TrackedBody {
@@ -157,11 +201,38 @@ impl Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_ready() {
+            return polled;
+        }
+        // Waiting for the application's next event: if this process is stopping, end here.
+        let Some(stop) = this.stop.as_mut() else {
+            return Poll::Pending;
+        };
+        if stop.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.ended = true;
+        match this.long_lived {
+            LongLived::Grpc => {
+                let mut trailers = axum::http::HeaderMap::new();
+                trailers.insert("grpc-status", axum::http::HeaderValue::from_static("14"));
+                trailers.insert(
+                    "grpc-message",
+                    axum::http::HeaderValue::from_static("server%20restarting"),
+                );
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            _ => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.ended || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

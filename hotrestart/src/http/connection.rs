@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use super::activity::Activity;
 use super::activity::InFlight;
+use super::activity::LongLived;
 use super::activity::RequestBody;
 use super::activity::TrackedBody;
 use super::wire::detect;
@@ -176,13 +177,21 @@ async fn connection<I, S>(
     wire.unread(&head);
 
     let tracked = activity.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let hot_for_requests = hot.clone();
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let http2 = req.version() == Version::HTTP_2;
         let in_flight = InFlight::enter(&tracked);
+        // Until its response is there, a request may change `#[persist]` state: the snapshot
+        // waits for it (up to the snapshot timeout).
+        let work = hot_for_requests.track();
+        // Handlers reach the lifecycle through their request (`hotrestart::Hot` and
+        // `hotrestart::http::LongLived` are extractors).
+        req.extensions_mut().insert(hot_for_requests.clone());
         let response = app
             .clone()
             .call(req.map(|body| axum::body::Body::new(RequestBody::new(body, &tracked))));
         let tracked = tracked.clone();
+        let hot = hot_for_requests.clone();
         async move {
             let mut response = response.await?;
             if !http2 && tracked.draining.load(Ordering::Acquire) {
@@ -192,9 +201,23 @@ async fn connection<I, S>(
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
+            // A body of known length is written at once: the request stays work the snapshot
+            // waits for until it is out (so the connection can park right after). A body of no
+            // known length is a stream that may last: the state work is done, the response
+            // is long-lived from here.
+            let exact = response.body().size_hint().exact().is_some();
+            let long_lived = LongLived::of(response.headers());
+            if !exact {
+                tracked.streaming.store(true, Ordering::Release);
+                tracked.announce();
+            }
             Ok::<_, Infallible>(response.map(|body| TrackedBody {
                 body,
                 _in_flight: in_flight,
+                _work: exact.then_some(work),
+                long_lived,
+                stop: (long_lived != LongLived::No).then(|| Box::pin(hot.shutdown())),
+                ended: false,
             }))
         }
     });
@@ -207,7 +230,13 @@ async fn connection<I, S>(
             _ = conn.as_mut() => return,
             _ = left_serving(&mut phase) => {}
         }
-        // GOAWAY: streams in flight finish, the client opens its next connection elsewhere.
+        // Its requests still computing are live work of their own: the connection itself is
+        // long-lived from here, and does not hold the snapshot.
+        let _long_lived = guard.take().map(WorkGuard::into_long_lived);
+        // GOAWAY (twice, as RFC 9113 §6.8 says: a first one announcing the shutdown, the last
+        // one after a round trip with the real last stream id, so no request that raced it is
+        // refused): streams in flight finish, the client opens its next connection elsewhere.
+        // Event streams and gRPC streams are ended cleanly once this process stops.
         conn.as_mut().graceful_shutdown();
         if tokio::time::timeout(drain, conn).await.is_err() {
             hot.connections().connection_cut();
@@ -238,6 +267,12 @@ async fn connection<I, S>(
             let stopped = loop {
                 if let Some(movable) = activity.stop_point() {
                     break movable;
+                }
+                if activity.streaming.load(Ordering::Acquire) {
+                    // A response of no known length is going out: it may last, and the
+                    // connection cannot park before its end. It stays here, long-lived.
+                    guard = guard.take().map(WorkGuard::into_long_lived);
+                    break false;
                 }
                 if *phase.borrow() != Phase::Quiesced {
                     break false;

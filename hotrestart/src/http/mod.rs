@@ -10,9 +10,18 @@
 //! bytes already read from it, and the successor's `serve` on the same listener goes on serving
 //! it. The client keeps its TCP connection and sees the next response come from the new
 //! process. What cannot move ends as it would at a plain drain: HTTP/2 connections get a
-//! GOAWAY, upgraded connections (WebSocket) stay with the old process until it exits, a request
-//! still running at the drain timeout is cut, and listeners whose [`Accept`] does not expose
-//! the socket (TLS) close their connections after the response in flight.
+//! GOAWAY, a request still running at the drain timeout is cut, and listeners whose [`Accept`]
+//! does not expose the socket (TLS) close their connections after the response in flight.
+//!
+//! **Nothing long-lived holds the snapshot.** The snapshot waits only for requests that have
+//! no response yet (up to the snapshot timeout): they may still change `#[persist]` state. A
+//! response with a body of no known length (an event stream, a gRPC stream, a download), an
+//! HTTP/2 connection, and a WebSocket (a handler holding [`LongLived`]) are long-lived: the old
+//! process keeps serving them after the successor took over, until they end or the drain
+//! timeout passes, and ends the kinds it knows cleanly when it stops — an event stream
+//! (`text/event-stream`) ends, a gRPC call ends with `UNAVAILABLE`, a WebSocket is closed
+//! with [`SERVICE_RESTART`] (1012) by its handler — so that their clients reconnect to the
+//! successor.
 
 use std::convert::Infallible;
 use std::io;
@@ -29,10 +38,12 @@ use crate::Hot;
 mod accept;
 mod activity;
 mod connection;
+mod extract;
 mod wire;
 
 pub use accept::Accept;
 use connection::spawn_connection;
+pub use extract::{LongLived, SERVICE_RESTART};
 
 /// Serves `app` on `listener` (HTTP/1.1 and HTTP/2) until this process stops, following the
 /// hot-restart lifecycle. Returns once the process is stopping and open connections have

@@ -35,6 +35,11 @@ impl MainOptions {
         self.options.drain_timeout = d;
         self
     }
+    /// `#[hot_main(snapshot_timeout = ...)]`.
+    pub fn snapshot_timeout(mut self, d: Duration) -> Self {
+        self.options.snapshot_timeout = d;
+        self
+    }
     /// `#[hot_main(state_file = ...)]`.
     pub fn state_file(mut self, path: &'static str) -> Self {
         self.options.state_file = Some(PathBuf::from(path));
@@ -92,6 +97,7 @@ where
     for (var, slot) in [
         (sys::ENV_READY_TIMEOUT, &mut options.ready_timeout),
         (sys::ENV_DRAIN_TIMEOUT, &mut options.drain_timeout),
+        (sys::ENV_SNAPSHOT_TIMEOUT, &mut options.snapshot_timeout),
     ] {
         if let Some(text) = adopted.operator_value(var) {
             match text.to_str().map(crate::options::parse_duration) {

@@ -198,10 +198,17 @@ impl Attempt {
         .unwrap_or(0);
         // Connections are handed over if the successor offered to take them; PLAN tells it that
         // CONNECTIONS frames (maybe none) will follow the snapshot.
-        let hand_connections =
-            inner.options.hand_over_connections && capabilities & handoff::CAP_CONNECTIONS != 0;
+        let planned = if inner.options.hand_over_connections {
+            capabilities & handoff::CAPS_WITH_CONNECTIONS
+        } else {
+            0
+        };
+        let hand_connections = planned != 0;
         if hand_connections {
-            inner.handover.outbox.open();
+            inner.handover.outbox.open(
+                planned & handoff::CAP_CONNECTIONS != 0,
+                planned & handoff::CAP_CUSTOM != 0,
+            );
         }
         tracing::debug!(
             pid,
@@ -211,15 +218,21 @@ impl Attempt {
 
         self.quiesced_at = Some(Instant::now());
         inner.phase.send_replace(Phase::Quiesced);
-        let busy = inner.handover.work.idle(inner.options.drain_timeout).await;
+        // What may still change the state: requests without a response yet, `track` guards.
+        // Long-lived connections are not waited for: the accept gap must not depend on them.
+        let busy = inner
+            .handover
+            .work
+            .idle(inner.options.snapshot_timeout)
+            .await;
         inner.handover.work.reported(busy);
         let left = busy + inner.handover.work.take_cut();
         if left > 0 {
             tracing::warn!(
-            left,
-            "{left} connection(s) still busy at the drain timeout ({:?}): the snapshot is taken without waiting for them; what they change from now on is lost",
-            inner.options.drain_timeout
-        );
+                left,
+                "{left} request(s) or tracked task(s) still running at the snapshot timeout ({:?}): the snapshot is taken without waiting for them; what they change from now on is lost",
+                inner.options.snapshot_timeout
+            );
         }
         hooks::run_all(
             &HookContext {
@@ -230,9 +243,7 @@ impl Attempt {
         .await;
         let frame = snapshot::encode(&*ready.save).map_err(Rollback::Snapshot)?;
         if hand_connections {
-            if let Err(e) =
-                handoff::write_frame(chan, handoff::TAG_PLAN, &[handoff::CAP_CONNECTIONS]).await
-            {
+            if let Err(e) = handoff::write_frame(chan, handoff::TAG_PLAN, &[planned]).await {
                 return Err(broken(child, pid, Stage::Plan, e).await);
             }
         }

@@ -244,8 +244,8 @@ impl Hot {
         );
         Ok(state)
     }
-    /// The seam a serving layer (`http::serve`) works through.
-    #[cfg(feature = "http")]
+    /// The seam a serving layer (`http::serve`, custom protocols' [`crate::Movable`]) works
+    /// through.
     pub(crate) fn connections(&self) -> &Handover {
         &self.inner.handover
     }
@@ -262,14 +262,15 @@ impl Hot {
     pub(crate) fn status_line(&self) -> String {
         let history = self.inner.history.lock().unwrap().clone();
         format!(
-            "generation={} pid={} uptime_s={:.1} phase={:?} restarts_attempted={} history={:?} main_pid={}\n",
+            "generation={} pid={} uptime_s={:.1} phase={:?} restarts_attempted={} history={:?} main_pid={} long_lived={}\n",
             self.inner.generation,
             std::process::id(),
             self.inner.started.elapsed().as_secs_f64(),
             *self.inner.phase.borrow(),
             history.len(),
             history,
-            self.inner.notifier.main_pid()
+            self.inner.notifier.main_pid(),
+            self.inner.handover.work.lingering()
         )
     }
 
@@ -372,10 +373,21 @@ impl Hot {
         self.inner.phase.subscribe()
     }
 
-    /// Marks one unit of live work (an accept loop, a connection). The snapshot of a handover
-    /// waits, up to the drain timeout, until every guard is dropped.
+    /// Marks one unit of work that may change `#[persist]` state (an accept loop, a request
+    /// being computed). The snapshot of a handover waits, up to the snapshot timeout, until
+    /// every such guard is dropped; the drain waits for it too. Hold it for a request, not for
+    /// a connection: a connection that stays open belongs to [`Hot::long_lived`].
     pub fn track(&self) -> WorkGuard {
         self.inner.handover.work.enter()
+    }
+
+    /// Marks one long-lived connection (a WebSocket, an event stream, a custom protocol's
+    /// connection): this process stays, once it stops accepting, until every such guard is
+    /// dropped or the drain timeout passes, but the snapshot never waits for it — the accept
+    /// gap does not depend on the longest connection. End the connection cleanly when
+    /// [`Hot::shutdown`] resolves (a WebSocket close frame 1012, the end of an event stream).
+    pub fn long_lived(&self) -> WorkGuard {
+        self.inner.handover.work.enter_lingering()
     }
 
     async fn run_body<F, Fut>(&self, body: F) -> Fut::Output

@@ -18,10 +18,10 @@ use crate::handoff::MAX_SNAPSHOT;
 /// What a successor offers in PREPARED: it takes open connections if it can serve them (and
 /// its operator did not turn that off); it announces itself to its supervisor if it has one.
 fn capabilities(options: &Options, notifier: &Notifier) -> u8 {
-    let connections = if cfg!(feature = "http") && options.hand_over_connections {
-        handoff::CAP_CONNECTIONS
-    } else {
-        0
+    let connections = match (options.hand_over_connections, cfg!(feature = "http")) {
+        (false, _) => 0,
+        (true, true) => handoff::CAP_CONNECTIONS | handoff::CAP_CUSTOM,
+        (true, false) => handoff::CAP_CUSTOM,
     };
     let announces = if notifier.supervised() {
         handoff::CAP_ANNOUNCES
@@ -58,7 +58,7 @@ impl Hot {
             }
             let plan =
                 handoff::read_frame_payload(&mut chan, header.1, handoff::MAX_CONTROL).await?;
-            planned = plan.first().copied().unwrap_or(0) & offered & handoff::CAP_CONNECTIONS;
+            planned = plan.first().copied().unwrap_or(0) & offered & handoff::CAPS_WITH_CONNECTIONS;
             handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
         }
         .await;
@@ -76,7 +76,7 @@ impl Hot {
                             state_bytes = len,
                             "state received from the previous process"
                         );
-                        if planned & handoff::CAP_CONNECTIONS != 0 {
+                        if planned != 0 {
                             if let Err(e) = self.receive_connections(&mut chan).await {
                                 return Err(reject(&mut chan, "connections", e).await);
                             }

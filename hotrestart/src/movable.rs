@@ -1,0 +1,257 @@
+//! Connections of protocols this library does not parse, moved to the successor at a point the
+//! protocol chooses: the same mechanism that moves HTTP/1.1 connections between two requests,
+//! open to any protocol over TCP.
+//!
+//! The old process's handler holds a [`Movable`] per connection and waits on
+//! [`Movable::signal`] beside its reads. At a hot restart whose successor takes connections it
+//! gets [`Signal::HandOver`]: at its next message boundary it calls [`Movable::hand_over`]
+//! with the socket, the bytes it has read and not yet parsed, and a small serde state (a
+//! session, a sequence number). The successor's handler for the same listener name finds the
+//! connection in [`Hot::handed_over`] and goes on serving it: the client keeps its TCP
+//! connection. When this process stops instead (SIGTERM, or a successor that does not take
+//! connections), the signal is [`Signal::Stop`]: end the connection cleanly.
+//!
+//! ```no_run
+//! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+//! use hotrestart::{Hot, Movable, Signal};
+//!
+//! /// A line protocol: each line is answered; the connection moves at a line boundary.
+//! async fn serve_one(hot: Hot, stream: tokio::net::TcpStream, mut count: u64) {
+//!     let mut movable = hot.movable("echo");
+//!     let mut reader = BufReader::new(stream);
+//!     let mut line = String::new();
+//!     loop {
+//!         tokio::select! {
+//!             signal = movable.signal() => match signal {
+//!                 Signal::HandOver => {
+//!                     let unread = reader.buffer().to_vec();
+//!                     match movable.hand_over(reader.into_inner(), &unread, &count).await {
+//!                         Ok(()) => return, // the successor serves it now
+//!                         Err(stream) => reader = BufReader::new(stream), // rolled back
+//!                     }
+//!                 }
+//!                 Signal::Stop => return,
+//!             },
+//!             read = reader.read_line(&mut line) => {
+//!                 if !matches!(read, Ok(n) if n > 0) { return }
+//!                 count += 1;
+//!                 let _ = reader.get_mut().write_all(line.as_bytes()).await;
+//!                 line.clear();
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! // In the successor, before accepting: the connections the previous process handed over.
+//! # async fn resume(hot: Hot) {
+//! for moved in hot.handed_over::<u64>("echo") {
+//!     // moved.stream, moved.unread (parse these first), moved.state
+//! #   let _ = moved;
+//! }
+//! # }
+//! ```
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::conns::{Arrival, Parcel, Verdict};
+use crate::drain::Phase;
+use crate::{Hot, WorkGuard};
+
+/// The most state one connection may carry to the successor.
+pub const MAX_CONNECTION_STATE: usize = 64 * 1024;
+
+/// What a [`Movable`] connection must do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// A successor takes connections now: at the next message boundary, call
+    /// [`Movable::hand_over`]. The snapshot waits for it (up to the snapshot timeout).
+    HandOver,
+    /// This process stops serving for good (SIGTERM, or its successor took over without taking
+    /// connections): end the connection cleanly.
+    Stop,
+}
+
+/// One connection of a custom protocol, accepted on a listener known by name in both
+/// processes. While it exists it is counted: the snapshot of a handover waits for it to be
+/// handed over (up to the snapshot timeout), the drain for it to end.
+pub struct Movable {
+    hot: Hot,
+    key: Arc<str>,
+    guard: Option<WorkGuard>,
+    phase: watch::Receiver<Phase>,
+}
+
+impl std::fmt::Debug for Movable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Movable")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection handed over by the previous process (see [`Hot::handed_over`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Moved<S> {
+    /// The same TCP connection the client opened.
+    pub stream: tokio::net::TcpStream,
+    /// Bytes the previous process had read and not parsed: read these before the socket.
+    pub unread: Vec<u8>,
+    /// The state it handed over with the connection.
+    pub state: S,
+}
+
+fn key(listener: &str) -> Arc<str> {
+    Arc::from(format!("custom:{listener}"))
+}
+
+/// Why a handed-over connection could not be taken.
+fn bad_parcel(listener: &str, why: impl std::fmt::Display) {
+    tracing::warn!(
+        listener,
+        "a connection handed over by the previous process is closed: {why}"
+    );
+}
+
+impl Hot {
+    /// Registers a connection of a custom protocol accepted on listener `listener` (the name
+    /// given to [`Hot::tcp`]), so that it can be handed to the successor (see [`Movable`]).
+    pub fn movable(&self, listener: &str) -> Movable {
+        Movable {
+            hot: self.clone(),
+            key: key(listener),
+            guard: Some(self.track()),
+            phase: self.phase(),
+        }
+    }
+
+    /// The connections of listener `listener` that the previous process handed over with
+    /// [`Movable::hand_over`], each with its unread bytes and state; each is given out once.
+    /// Call it once `ready` has returned, before accepting.
+    pub fn handed_over<S: DeserializeOwned>(&self, listener: &str) -> Vec<Moved<S>> {
+        let arrivals = self.connections().claim(&key(listener));
+        let mut out = Vec::with_capacity(arrivals.len());
+        for Arrival { fd, prefix } in arrivals {
+            let Some((unread, state)) = split(&prefix) else {
+                bad_parcel(listener, "its parcel is malformed");
+                continue;
+            };
+            let state = match postcard::from_bytes::<S>(state) {
+                Ok(state) => state,
+                Err(e) => {
+                    bad_parcel(listener, format_args!("its state does not decode ({e})"));
+                    continue;
+                }
+            };
+            let stream = std::net::TcpStream::from(fd);
+            let stream = stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(stream));
+            match stream {
+                Ok(stream) => out.push(Moved {
+                    stream,
+                    unread: unread.to_vec(),
+                    state,
+                }),
+                Err(e) => bad_parcel(listener, e),
+            }
+        }
+        out
+    }
+}
+
+/// `unread length (u32 LE), unread, state`.
+fn split(prefix: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(prefix.get(..4)?.try_into().ok()?) as usize;
+    let rest = &prefix[4..];
+    (len <= rest.len()).then(|| rest.split_at(len))
+}
+
+impl Movable {
+    /// Waits for what the connection must do next. Between handovers it never resolves; if a
+    /// handover's successor does not take connections, the connection stops holding the
+    /// snapshot and waits on (a rollback, or [`Signal::Stop`]).
+    pub async fn signal(&mut self) -> Signal {
+        loop {
+            let now = *self.phase.borrow_and_update();
+            match now {
+                Phase::Stopping => return Signal::Stop,
+                Phase::Quiesced if self.hot.connections().outbox.is_open_for_custom() => {
+                    return Signal::HandOver
+                }
+                Phase::Quiesced => self.set_long_lived(true),
+                Phase::Serving => self.set_long_lived(false),
+            }
+            if self.phase.changed().await.is_err() {
+                return Signal::Stop;
+            }
+        }
+    }
+
+    fn set_long_lived(&mut self, long_lived: bool) {
+        if let Some(guard) = self.guard.take() {
+            self.guard = Some(if long_lived {
+                guard.into_long_lived()
+            } else {
+                guard.into_live()
+            });
+        }
+    }
+
+    /// Hands the connection to the successor with `unread` (bytes read and not parsed, which
+    /// the successor reads first) and `state` (at most [`MAX_CONNECTION_STATE`] bytes
+    /// serialized). `Ok`: the successor serves it, this process's copy is closed. `Err` gives
+    /// the stream back to serve on here: the restart rolled back, it came too late, or the
+    /// state is too large or does not serialize (logged).
+    pub async fn hand_over<S: Serialize>(
+        &mut self,
+        stream: tokio::net::TcpStream,
+        unread: &[u8],
+        state: &S,
+    ) -> Result<(), tokio::net::TcpStream> {
+        let state = match postcard::to_allocvec(state) {
+            Ok(bytes) if bytes.len() <= MAX_CONNECTION_STATE => bytes,
+            Ok(bytes) => {
+                tracing::warn!(
+                    bytes = bytes.len(),
+                    "a connection's state is larger than {MAX_CONNECTION_STATE} bytes: it stays here"
+                );
+                return Err(stream);
+            }
+            Err(e) => {
+                tracing::warn!("a connection's state does not serialize ({e}): it stays here");
+                return Err(stream);
+            }
+        };
+        let Ok(unread_len) = u32::try_from(unread.len()) else {
+            return Err(stream);
+        };
+        let mut prefix = Vec::with_capacity(4 + unread.len() + state.len());
+        prefix.extend_from_slice(&unread_len.to_le_bytes());
+        prefix.extend_from_slice(unread);
+        prefix.extend_from_slice(&state);
+        let Some(ticket) = self.hot.connections().outbox.park(Parcel {
+            fd: stream.as_raw_fd(),
+            key: self.key.clone(),
+            prefix,
+        }) else {
+            return Err(stream);
+        };
+        // Parked: no longer holding the snapshot, still holding the drain (it may come back).
+        if let Some(guard) = self.guard.take() {
+            self.guard = Some(guard.into_parked());
+        }
+        match ticket.verdict().await {
+            Verdict::Moved => Ok(()),
+            Verdict::Kept | Verdict::Pending => {
+                self.set_long_lived(false);
+                Err(stream)
+            }
+        }
+    }
+}
