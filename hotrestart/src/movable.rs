@@ -165,6 +165,52 @@ impl Hot {
     }
 }
 
+impl Hot {
+    /// Accepts the next connection on `listener` (named `name`, as given to [`Hot::tcp`]) for a
+    /// custom protocol, registered as [`Movable`] before it is returned: waits while a
+    /// successor takes over (the connection queues in the kernel, and goes to the successor if
+    /// the handover commits), and returns `None` once this process stops accepting for good.
+    /// `while let Some((stream, movable)) = hot.accept_movable("echo", &listener).await { .. }`
+    pub async fn accept_movable(
+        &self,
+        name: &str,
+        listener: &tokio::net::TcpListener,
+    ) -> Option<(tokio::net::TcpStream, Movable)> {
+        let mut phase = self.phase();
+        loop {
+            let now = *phase.borrow_and_update();
+            match now {
+                Phase::Stopping => return None,
+                Phase::Quiesced => {
+                    if phase.changed().await.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
+                Phase::Serving => {}
+            }
+            // Accepting is live work: the snapshot waits until this loop stopped accepting,
+            // and a connection accepted is registered before the guard goes.
+            let _accepting = self.track();
+            tokio::select! {
+                biased;
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => return Some((stream, self.movable(name))),
+                    Err(e) => {
+                        tracing::warn!(listener = name, "accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// `unread length (u32 LE), unread, state`.
 fn split(prefix: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(prefix.get(..4)?.try_into().ok()?) as usize;
