@@ -54,7 +54,12 @@ async fn main(hot: Hot) -> Result<(), Box<dyn std::error::Error>> {
     // The echo connections the previous process handed over, then new ones.
     for moved in hot.handed_over::<u64>("echo") {
         let movable = hot.movable("echo");
-        tokio::spawn(echo_connection(moved.stream, moved.unread, moved.state, movable));
+        tokio::spawn(echo_connection(
+            moved.stream,
+            moved.unread,
+            moved.state,
+            movable,
+        ));
     }
     let echo_hot = hot.clone();
     let echo_loop = tokio::spawn(async move {

@@ -58,6 +58,9 @@ pub struct Service {
     /// The listening socket passed as fd 3; `None` once [`Service::release_port`] gave the
     /// port to a component that binds it itself.
     pub listener: Option<std::net::TcpListener>,
+    /// More listening sockets, by name, passed after it (fd 4, 5, ...): see
+    /// [`Service::add_listener`].
+    pub extra_listeners: Vec<(String, std::net::TcpListener)>,
     pub state_file: PathBuf,
     pub log: PathBuf,
     pub first_pid: u32,
@@ -94,6 +97,7 @@ impl Service {
         Service {
             port: listener.local_addr().unwrap().port(),
             listener: Some(listener),
+            extra_listeners: Vec::new(),
             state_file: dir.path().join("counter.state"),
             log: dir.path().join("counter.log"),
             bin,
@@ -118,7 +122,7 @@ impl Service {
     pub fn spawn_with(&self, fd3: Option<RawFd>) -> u32 {
         match fd3 {
             None => self.spawn_with_setup(Box::new(|| Ok(()))),
-            Some(fd) => self.launch(Command::new(&self.bin), Some(fd), Box::new(|| Ok(()))),
+            Some(fd) => self.launch(Command::new(&self.bin), vec![fd], Box::new(|| Ok(()))),
         }
     }
 
@@ -139,30 +143,46 @@ impl Service {
             .current_dir(self.dir.path())
             .env("PORT", self.port.to_string())
             .env("HOTRESTART_STATE_FILE", &self.state_file);
-        if let Some(fd) = self.listener_fd(&mut command) {
-            // SAFETY: the closure only calls dup2/fcntl (async-signal-safe).
-            unsafe {
-                command.pre_exec(move || pass_as_fd3(fd));
-            }
+        let fds = self.listener_fds(&mut command);
+        // SAFETY: the closure only calls fcntl/dup2 (async-signal-safe).
+        unsafe {
+            command.pre_exec(move || pass_from_fd3(&fds));
         }
         command
     }
 
-    /// Environment and fd 3 for a process of this service: the listener (if still held) with
-    /// `LISTEN_FDS=1` and `LISTEN_FDNAMES=http`, then the service's own variables (which win).
-    fn listener_fd(&self, command: &mut Command) -> Option<RawFd> {
-        let fd = self.listener.as_ref()?.as_raw_fd();
+    /// Binds one more listening socket, passed as the next fd with the name `name` in
+    /// `LISTEN_FDNAMES` (a service with two listeners: `streams`' `echo`); returns its port.
+    pub fn add_listener(&mut self, name: &str) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        self.extra_listeners.push((name.to_owned(), listener));
+        port
+    }
+
+    /// Environment and fds 3.. for a process of this service: the listeners (if still held)
+    /// with `LISTEN_FDS` and `LISTEN_FDNAMES`, then the service's own variables (which win).
+    fn listener_fds(&self, command: &mut Command) -> Vec<RawFd> {
+        let Some(http) = self.listener.as_ref() else {
+            return Vec::new();
+        };
+        let mut fds = vec![http.as_raw_fd()];
+        let mut names = vec!["http".to_owned()];
+        for (name, listener) in &self.extra_listeners {
+            fds.push(listener.as_raw_fd());
+            names.push(name.clone());
+        }
         command
-            .env("LISTEN_FDS", "1")
-            .env("LISTEN_FDNAMES", "http")
+            .env("LISTEN_FDS", fds.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
             .env_remove("LISTEN_PID");
-        Some(fd)
+        fds
     }
 
     /// Spawns `command` (this service's binary, or a wrapper that ends up running it) with the
-    /// service's directory, port, state file and log, `fd3` as fd 3, and `setup` run between
-    /// fork and exec; returns its pid (its status comes from the reaper).
-    fn launch(&self, mut command: Command, fd3: Option<RawFd>, mut setup: PreExec) -> u32 {
+    /// service's directory, port, state file and log, `fds` as fds 3.., and `setup` run
+    /// between fork and exec; returns its pid (its status comes from the reaper).
+    fn launch(&self, mut command: Command, fds: Vec<RawFd>, mut setup: PreExec) -> u32 {
         use std::os::unix::process::CommandExt;
         let log = fs::OpenOptions::new()
             .create(true)
@@ -174,9 +194,7 @@ impl Service {
         // fcntl, setrlimit, signal, prctl), which are async-signal-safe, and allocate nothing.
         unsafe {
             command.pre_exec(move || {
-                if let Some(fd) = fd3 {
-                    pass_as_fd3(fd)?;
-                }
+                pass_from_fd3(&fds)?;
                 setup()
             });
         }
@@ -358,7 +376,7 @@ impl Service {
             let mut command = Command::new(&self.bin);
             // SAFETY: the closure only calls dup2/fcntl (async-signal-safe).
             unsafe {
-                command.pre_exec(move || pass_as_fd3(fd));
+                command.pre_exec(move || pass_from_fd3(&[fd]));
             }
             command
                 .current_dir(self.dir.path())
@@ -419,8 +437,8 @@ impl Service {
     pub fn spawn_wrapped(&self, program: &str, args: &[&str]) -> u32 {
         let mut command = Command::new(program);
         command.args(args).env_remove("HOTRESTART_SUPERVISOR");
-        let fd3 = self.listener_fd(&mut command);
-        self.launch(command, fd3, Box::new(|| Ok(())))
+        let fds = self.listener_fds(&mut command);
+        self.launch(command, fds, Box::new(|| Ok(())))
     }
 }
 
@@ -428,8 +446,8 @@ impl Service {
     /// Starts the binary without waiting, running `setup` in the child before exec.
     pub fn spawn_with_setup(&self, setup: PreExec) -> u32 {
         let mut command = Command::new(&self.bin);
-        let fd3 = self.listener_fd(&mut command);
-        self.launch(command, fd3, setup)
+        let fds = self.listener_fds(&mut command);
+        self.launch(command, fds, setup)
     }
 
     /// How many log lines contain `needle` now.
@@ -461,20 +479,29 @@ impl Service {
     }
 }
 
-/// Makes `fd` the child's fd 3, open across exec. dup2 leaves the new fd 3 without
-/// close-on-exec; dup2(3, 3) would keep close-on-exec set, so there the flag is cleared.
-/// Called between fork and exec: system calls only.
-fn pass_as_fd3(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: dup2/fcntl on integer fds touch no memory (async-signal-safe).
-    let rc = unsafe {
-        if fd == 3 {
-            libc::fcntl(3, libc::F_SETFD, 0)
-        } else {
-            libc::dup2(fd, 3)
+/// Makes `fds` the child's fds 3, 4, ..., open across exec. Each is first copied above the
+/// targets (so that moving one never overwrites another still to move), then dup2'd into
+/// place, which leaves it without close-on-exec. Called between fork and exec: system calls
+/// only, no allocation.
+fn pass_from_fd3(fds: &[RawFd]) -> std::io::Result<()> {
+    const ABOVE: RawFd = 64;
+    let mut high = [0 as RawFd; 8];
+    assert!(fds.len() <= high.len());
+    for (slot, &fd) in high.iter_mut().zip(fds) {
+        // SAFETY: fcntl on integer fds touches no memory (async-signal-safe).
+        *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, ABOVE) };
+        if *slot < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
+    }
+    for (i, &fd) in high[..fds.len()].iter().enumerate() {
+        // SAFETY: dup2/close on integer fds touch no memory (async-signal-safe).
+        unsafe {
+            if libc::dup2(fd, 3 + i as RawFd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
     }
     Ok(())
 }
