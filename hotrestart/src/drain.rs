@@ -227,10 +227,10 @@ impl std::fmt::Debug for Shutdown {
 }
 
 impl Shutdown {
-    pub(crate) fn new(mut phase: watch::Receiver<Phase>) -> Self {
+    pub(crate) fn new(mut stopping: watch::Receiver<bool>) -> Self {
         Shutdown {
             inner: Box::pin(async move {
-                let _ = phase.wait_for(|p| *p == Phase::Stopping).await;
+                let _ = stopping.wait_for(|s| *s).await;
             }),
         }
     }

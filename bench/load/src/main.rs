@@ -6,6 +6,7 @@
 //! socketpair copy.
 
 mod client;
+mod longlived;
 mod procs;
 
 use std::net::SocketAddr;
@@ -25,6 +26,10 @@ struct Args {
     map_entries: usize,
     /// Idle keep-alive connection counts for the connection hand-over table.
     idle_conns: Vec<usize>,
+    /// Long-lived connection counts (of each kind) for the long-lived table.
+    long_lived: Vec<usize>,
+    /// Restarts under gRPC unary load.
+    grpc_restarts: usize,
     root: PathBuf,
 }
 
@@ -39,6 +44,8 @@ fn parse_args() -> Args {
         state_sizes: vec![1 << 20, 64 << 20, 512 << 20],
         map_entries: 1_000_000,
         idle_conns: vec![0, 100, 10_000],
+        long_lived: vec![0, 100, 1_000],
+        grpc_restarts: 100,
         root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,7 +60,11 @@ fn parse_args() -> Args {
                 a.state_sizes = vec![1 << 20, 64 << 20];
                 a.map_entries = 100_000;
                 a.idle_conns = vec![0, 100, 1_000];
+                a.long_lived = vec![0, 100];
+                a.grpc_restarts = 20;
             }
+            "--long-lived" => a.long_lived = value(i).split(',').map(|n| n.parse().unwrap()).collect(),
+            "--grpc-restarts" => a.grpc_restarts = value(i).parse().unwrap(),
             "--idle-conns" => a.idle_conns = value(i).split(',').map(|n| n.parse().unwrap()).collect(),
             "--restarts" => a.restarts = value(i).parse().unwrap(),
             "--duration" => a.duration = Duration::from_secs(value(i).parse().unwrap()),
@@ -322,7 +333,7 @@ async fn idle_restart_latency(target: &Target, n: usize) -> (f64, f64, Vec<f64>)
 }
 
 async fn throughput(target: &Target, mode: Mode, args: &Args) -> f64 {
-    let short = Args { duration: args.duration.min(Duration::from_secs(10)), only: None, state_sizes: Vec::new(), idle_conns: Vec::new(), root: args.root.clone(), ..*args };
+    let short = Args { duration: args.duration.min(Duration::from_secs(10)), only: None, state_sizes: Vec::new(), idle_conns: Vec::new(), long_lived: Vec::new(), root: args.root.clone(), ..*args };
     let r = run_load(target, mode, 0, &short).await;
     r.samples.iter().filter(|s| s.outcome == Outcome::Ok).count() as f64 / r.wall.as_secs_f64()
 }
@@ -443,6 +454,76 @@ async fn idle_connections_row(args: &Args, n: usize, restarts: usize) -> String 
     )
 }
 
+fn streams_target(args: &Args) -> Target {
+    Target { name: "streams", bin: args.root.join("target/release/examples/streams"), trigger: Trigger::Signal(libc::SIGHUP, "SIGHUP"), keeps_state: false, env: &[("HOTRESTART_SUPERVISOR", "0")] }
+}
+
+/// Opens `n` connections of `kind` before each of `restarts` restarts of the streams example;
+/// after each, checks how each ended, and reads the handover's figures from its log.
+async fn long_lived_row(args: &Args, kind: longlived::Kind, n: usize, restarts: usize) -> String {
+    let target = streams_target(args);
+    let echo_port = free_port();
+    let server = Server::start(&target, &[("ECHO_PORT", echo_port.to_string())]).await;
+    let echo = SocketAddr::from(([127, 0, 0, 1], echo_port));
+    let (mut took, mut clean, mut unclean, mut unopened) = (Vec::new(), 0usize, 0usize, 0usize);
+    for _ in 0..restarts {
+        let mut open = Vec::with_capacity(n);
+        for _ in 0..n {
+            match longlived::open(kind, server.addr, echo).await {
+                Some(o) => open.push(o),
+                None => unopened += 1,
+            }
+        }
+        let Some((_, d)) = server.restart().await else {
+            unclean += open.len();
+            continue;
+        };
+        took.push(d.as_secs_f64() * 1e3);
+        let new = server.pid().await.unwrap_or(0);
+        for o in open {
+            if o.ended_cleanly(new).await {
+                clean += 1;
+            } else {
+                unclean += 1;
+            }
+        }
+    }
+    let mut gap = server.handover_figures("accept_gap_ms");
+    let mut elapsed = server.handover_figures("elapsed_ms");
+    let max_gap = gap.iter().cloned().fold(0.0, f64::max);
+    server.stop();
+    format!(
+        "| {} | {n} | {} | {clean} / {unclean} / {unopened} | {:.2} / {max_gap:.2} | {:.2} | {:.2} |",
+        kind.name(),
+        took.len(),
+        median(&mut gap),
+        median(&mut elapsed),
+        median(&mut took),
+    )
+}
+
+/// Unary gRPC calls without pause through `restarts` restarts of the streams example.
+async fn grpc_unary_row(args: &Args, restarts: usize) -> String {
+    let target = streams_target(args);
+    let server = Server::start(&target, &[("ECHO_PORT", free_port().to_string())]).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(longlived::unary_load(server.addr, stop_rx));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut done = 0;
+    for _ in 0..restarts {
+        if server.restart().await.is_some() {
+            done += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop_tx.send(true);
+    let (calls, failures, pids) = load.await.unwrap();
+    let mut gap = server.handover_figures("accept_gap_ms");
+    server.stop();
+    let shown: Vec<&String> = failures.iter().take(3).collect();
+    format!("| {done} | {calls} | {} | {} | {:.2} | {shown:?} |", failures.len(), pids.len(), median(&mut gap))
+}
+
 fn wanted(args: &Args, name: &str) -> bool {
     args.only.as_ref().is_none_or(|o| o.iter().any(|n| name.starts_with(n.as_str())))
 }
@@ -494,6 +575,7 @@ async fn main() {
         println!("| {} | {trig} | {med:.2} | {max:.2} | {internal} |", t.name);
     }
 
+    if wanted(&args, "hotrestart") {
     println!(
         "\n## Steady-state throughput, no restart (median of 4 alternating runs of {}s, {} connections)\n",
         args.duration.min(Duration::from_secs(10)).as_secs(),
@@ -540,6 +622,7 @@ async fn main() {
         println!("| serving generation (pid {current}; generation 0 was {generation}) | {} |", kib(current));
         server.stop();
     }
+    }
 
     }
     if !args.idle_conns.is_empty() && wanted(&args, "hotrestart") {
@@ -549,6 +632,26 @@ async fn main() {
         for &n in &args.idle_conns {
             println!("{}", idle_connections_row(&args, n, 5).await);
         }
+    }
+    if !args.long_lived.is_empty() && wanted(&args, "streams") {
+        println!("\n## Long-lived connections at a restart (examples/streams.rs, 5 restarts each; 0 is the baseline)\n");
+        let kinds = [longlived::Kind::WebSocket, longlived::Kind::EventStream, longlived::Kind::GrpcWatch, longlived::Kind::Echo];
+        let ends: Vec<String> = kinds.iter().map(|k| format!("{}: {}", k.name(), k.clean_end())).collect();
+        println!("A clean end — {}.\n", ends.join("; "));
+        println!("| kind | open | restarts | ended cleanly / not / could not open | accept gap median / max ms | internal trigger→READY median ms | trigger→new pid answering median ms |");
+        println!("|---|---|---|---|---|---|---|");
+        for kind in kinds {
+            for &n in &args.long_lived {
+                if n == 0 && kind != longlived::Kind::WebSocket {
+                    continue; // one baseline is enough
+                }
+                println!("{}", long_lived_row(&args, kind, n, 5).await);
+            }
+        }
+        println!("\n## gRPC unary calls through restarts (examples/streams.rs)\n");
+        println!("| restarts | unary calls | failed | pids that answered | accept gap median ms | first failures |");
+        println!("|---|---|---|---|---|---|");
+        println!("{}", grpc_unary_row(&args, args.grpc_restarts).await);
     }
     if !args.state_sizes.is_empty() {
         println!("\n## State handoff at scale\n");

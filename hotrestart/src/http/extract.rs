@@ -6,7 +6,6 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use tokio::sync::watch;
 
-use crate::drain::Phase;
 use crate::{Hot, WorkGuard};
 
 /// The close code a WebSocket gets when this process stops at a restart: 1012, "Service
@@ -66,13 +65,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Hot {
 /// ```
 pub struct LongLived {
     _guard: WorkGuard,
-    phase: watch::Receiver<Phase>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for LongLived {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LongLived")
-            .field("phase", &*self.phase.borrow())
+            .field("stopping", &*self.stopping.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -83,19 +82,19 @@ impl LongLived {
     pub fn new(hot: &Hot) -> Self {
         LongLived {
             _guard: hot.long_lived(),
-            phase: hot.phase(),
+            stopping: hot.stopping_signal(),
         }
     }
 
     /// Resolves once this process stops serving for good; at once if it already has. Can be
     /// awaited again (in a `select!` loop, say).
     pub async fn stopping(&mut self) {
-        let _ = self.phase.wait_for(|p| *p == Phase::Stopping).await;
+        let _ = self.stopping.wait_for(|s| *s).await;
     }
 
     /// Whether this process is stopping.
     pub fn is_stopping(&self) -> bool {
-        *self.phase.borrow() == Phase::Stopping
+        *self.stopping.borrow()
     }
 }
 

@@ -221,6 +221,7 @@ impl Hot {
             predecessor: Mutex::new(adopted.predecessor),
             predecessor_pid: adopted.predecessor_pid,
             phase: watch::Sender::new(Phase::Serving),
+            stopping: watch::Sender::new(false),
             ready: OnceLock::new(),
             ready_tx: watch::Sender::new(false),
             restart_tx,

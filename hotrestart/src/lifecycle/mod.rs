@@ -94,6 +94,10 @@ struct Inner {
     /// The previous generation's pid: this process's parent until it exits.
     predecessor_pid: Option<u32>,
     phase: watch::Sender<Phase>,
+    /// Set once, with `phase` becoming [`Phase::Stopping`]: what long-lived connections wait
+    /// for. A channel of its own, so that a quiescence (a phase change they do not care about)
+    /// does not wake a thousand of them inside the accept gap.
+    stopping: watch::Sender<bool>,
     ready: OnceLock<ReadyState>,
     ready_tx: watch::Sender<bool>,
     restart_tx: mpsc::Sender<RestartReply>,
@@ -128,6 +132,15 @@ impl std::fmt::Debug for Hot {
             .field("main_pid", &self.inner.notifier.main_pid())
             .field("phase", &*self.inner.phase.borrow())
             .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// This process stops serving for good: the phase, then the signal long-lived
+    /// connections wait for.
+    pub(super) fn stop(&self) {
+        self.phase.send_replace(Phase::Stopping);
+        self.stopping.send_replace(true);
     }
 }
 
@@ -365,7 +378,12 @@ impl Hot {
     /// SIGTERM/SIGINT. For `axum::serve(..).with_graceful_shutdown(hot.shutdown())`; prefer
     /// [`http::serve`](crate::http::serve), which also pauses accepting during a handover.
     pub fn shutdown(&self) -> Shutdown {
-        Shutdown::new(self.inner.phase.subscribe())
+        Shutdown::new(self.inner.stopping.subscribe())
+    }
+
+    /// What [`Shutdown`] and long-lived connections watch: true once this process stops.
+    pub(crate) fn stopping_signal(&self) -> watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
     }
 
     /// Watches the [`Phase`]: custom accept loops stop accepting while it is not `Serving`.
@@ -415,7 +433,7 @@ impl Hot {
     /// After `main`'s body: unless the process handed over, drain, run the hooks and save state.
     async fn finish(&self) {
         let exit = *self.inner.exit.lock().unwrap();
-        self.inner.phase.send_replace(Phase::Stopping);
+        self.inner.stop();
         if exit == Exit::HandedOver {
             let left = self.inner.handover.work_idle().await;
             tracing::info!(

@@ -6,7 +6,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::conns::Verdict;
-use crate::drain::Phase;
 use crate::error::Error;
 
 use super::handover::restart;
@@ -178,5 +177,5 @@ fn stop(inner: &Inner, exit: Exit) {
         // A handover abandoned midway: parked connections are served (and drained) here.
         inner.handover.outbox.decide(Verdict::Kept);
     }
-    inner.phase.send_replace(Phase::Stopping);
+    inner.stop();
 }
