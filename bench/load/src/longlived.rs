@@ -82,15 +82,22 @@ pub async fn open(kind: Kind, http: SocketAddr, echo: SocketAddr) -> Option<Open
                     // The server sends nothing until it closes: an unmasked close frame, then
                     // the 2-byte code.
                     let mut frame = [0u8; 4];
-                    let read = tokio::time::timeout(Duration::from_secs(60), s.read_exact(&mut frame)).await;
-                    matches!(read, Ok(Ok(_))) && frame[0] == 0x88 && u16::from_be_bytes([frame[2], frame[3]]) == 1012
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(60), s.read_exact(&mut frame))
+                            .await;
+                    matches!(read, Ok(Ok(_)))
+                        && frame[0] == 0x88
+                        && u16::from_be_bytes([frame[2], frame[3]]) == 1012
                 }),
                 echo: None,
             })
         }
         Kind::EventStream => {
             let mut s = BufReader::new(TcpStream::connect(http).await.ok()?);
-            s.get_mut().write_all(b"GET /sse HTTP/1.1\r\nhost: b\r\n\r\n").await.ok()?;
+            s.get_mut()
+                .write_all(b"GET /sse HTTP/1.1\r\nhost: b\r\n\r\n")
+                .await
+                .ok()?;
             let head = read_head(&mut s).await?;
             if !head.starts_with("HTTP/1.1 200") {
                 return None;
@@ -99,21 +106,32 @@ pub async fn open(kind: Kind, http: SocketAddr, echo: SocketAddr) -> Option<Open
                 task: tokio::spawn(async move {
                     // Read to the end: a clean end is the last chunk (`0\r\n\r\n`).
                     let mut all = Vec::new();
-                    let read = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut all)).await;
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut all))
+                            .await;
                     matches!(read, Ok(Ok(_))) && all.ends_with(b"0\r\n\r\n")
                 }),
                 echo: None,
             })
         }
         Kind::GrpcWatch => {
-            let tcp = TcpStream::connect(http).await.ok()?;
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.ok()?;
+            let tcp = nodelay(TcpStream::connect(http).await.ok()?);
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    .await
+                    .ok()?;
             tokio::spawn(conn);
-            let request = grpc_request("/grpc.health.v1.Health/Watch", Bytes::from_static(&[0, 0, 0, 0, 0]));
+            let request = grpc_request(
+                "/grpc.health.v1.Health/Watch",
+                Bytes::from_static(&[0, 0, 0, 0, 0]),
+            );
             let response = sender.send_request(request).await.ok()?;
             let mut body = response.into_body();
             // The first message: SERVING.
-            let first = tokio::time::timeout(LIMIT, body.frame()).await.ok()??.ok()?;
+            let first = tokio::time::timeout(LIMIT, body.frame())
+                .await
+                .ok()??
+                .ok()?;
             if !first.is_data() {
                 return None;
             }
@@ -139,7 +157,10 @@ pub async fn open(kind: Kind, http: SocketAddr, echo: SocketAddr) -> Option<Open
             s.get_mut().write_all(b"first\n").await.ok()?;
             let mut line = String::new();
             s.read_line(&mut line).await.ok()?;
-            Some(Open { task: tokio::spawn(async { true }), echo: Some(s) })
+            Some(Open {
+                task: tokio::spawn(async { true }),
+                echo: Some(s),
+            })
         }
     }
 }
@@ -157,6 +178,12 @@ impl Open {
         }
         matches!(tokio::time::timeout(LIMIT, self.task).await, Ok(Ok(true)))
     }
+}
+
+/// Small HTTP/2 frames go out at once (no Nagle delay against the peer's delayed ACK).
+fn nodelay(tcp: TcpStream) -> TcpStream {
+    let _ = tcp.set_nodelay(true);
+    tcp
 }
 
 fn grpc_request(path: &str, body: Bytes) -> hyper::Request<http_body_util::Full<Bytes>> {
@@ -179,57 +206,99 @@ fn echo_message(text: &str) -> Bytes {
     Bytes::from(frame)
 }
 
+/// What the unary load saw.
+#[derive(Default)]
+pub struct UnaryLoad {
+    pub calls: u64,
+    /// Calls that were processed and did not end `grpc-status: 0`, or got no answer.
+    pub failures: Vec<String>,
+    /// Calls the client found cancelled before the server processed them (above a GOAWAY's
+    /// last stream id): retried on a new connection, as gRPC clients do transparently
+    /// (RFC 9113 §6.8 says they are safe to retry).
+    pub retried: u64,
+    pub pids: std::collections::HashSet<u32>,
+}
+
 /// Unary gRPC calls without pause until `stop`, on one HTTP/2 connection at a time: a
 /// connection that is going away (GOAWAY) is replaced before the next call, as gRPC clients
-/// do; a call that was sent and did not end `grpc-status: 0` is a failure. Returns (calls,
-/// failures, pids seen).
-pub async fn unary_load(http: SocketAddr, stop: tokio::sync::watch::Receiver<bool>) -> (u64, Vec<String>, std::collections::HashSet<u32>) {
-    let (mut calls, mut failures, mut pids) = (0u64, Vec::new(), std::collections::HashSet::new());
-    let mut sender: Option<hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>> = None;
+/// do. Bounded in calls and time.
+pub async fn unary_load(http: SocketAddr, stop: tokio::sync::watch::Receiver<bool>) -> UnaryLoad {
+    let mut load = UnaryLoad::default();
+    let mut sender: Option<hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>> =
+        None;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !*stop.borrow() && Instant::now() < deadline && calls < 1_000_000 {
+    while !*stop.borrow() && Instant::now() < deadline && load.calls < 1_000_000 {
         let ready = match sender.as_mut() {
             Some(s) => s.ready().await.is_ok(),
             None => false,
         };
         if !ready {
             sender = match TcpStream::connect(http).await {
-                Ok(tcp) => match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await {
+                Ok(tcp) => match hyper::client::conn::http2::handshake(
+                    TokioExecutor::new(),
+                    TokioIo::new(nodelay(tcp)),
+                )
+                .await
+                {
                     Ok((s, conn)) => {
                         tokio::spawn(conn);
                         Some(s)
                     }
                     Err(e) => {
-                        failures.push(format!("handshake: {e}"));
+                        load.failures.push(format!("handshake: {e}"));
                         None
                     }
                 },
                 Err(e) => {
-                    failures.push(format!("connect: {e}"));
+                    load.failures.push(format!("connect: {e}"));
                     None
                 }
             };
             continue;
         }
         let s = sender.as_mut().unwrap();
-        calls += 1;
         let call = async {
-            let response = s.send_request(grpc_request("/hotrestart.Echo/Echo", echo_message("u"))).await.map_err(|e| format!("send: {e}"))?;
-            let pid = response.headers().get("x-pid").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0u32);
-            let collected = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
-            let status = collected.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.to_str().unwrap_or("?").to_owned());
+            let response = s
+                .send_request(grpc_request("/hotrestart.Echo/Echo", echo_message("u")))
+                .await
+                .map_err(|e| (e.is_canceled(), format!("send: {e}")))?;
+            let pid = response
+                .headers()
+                .get("x-pid")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0u32);
+            let collected = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| (false, format!("body: {e}")))?;
+            let status = collected
+                .trailers()
+                .and_then(|t| t.get("grpc-status"))
+                .map(|v| v.to_str().unwrap_or("?").to_owned());
             match status.as_deref() {
                 Some("0") => Ok(pid),
-                other => Err(format!("grpc-status {other:?}")),
+                other => Err((false, format!("grpc-status {other:?}"))),
             }
         };
         match tokio::time::timeout(Duration::from_secs(10), call).await {
             Ok(Ok(pid)) => {
-                pids.insert(pid);
+                load.calls += 1;
+                load.pids.insert(pid);
             }
-            Ok(Err(e)) => failures.push(e),
-            Err(_) => failures.push("timeout".into()),
+            Ok(Err((true, _))) => {
+                load.retried += 1;
+                sender = None;
+            }
+            Ok(Err((false, e))) => {
+                load.calls += 1;
+                load.failures.push(e);
+            }
+            Err(_) => {
+                load.calls += 1;
+                load.failures.push("timeout".into());
+            }
         }
     }
-    (calls, failures, pids)
+    load
 }

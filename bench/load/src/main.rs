@@ -517,11 +517,11 @@ async fn grpc_unary_row(args: &Args, restarts: usize) -> String {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stop_tx.send(true);
-    let (calls, failures, pids) = load.await.unwrap();
+    let load = load.await.unwrap();
     let mut gap = server.handover_figures("accept_gap_ms");
     server.stop();
-    let shown: Vec<&String> = failures.iter().take(3).collect();
-    format!("| {done} | {calls} | {} | {} | {:.2} | {shown:?} |", failures.len(), pids.len(), median(&mut gap))
+    let shown: Vec<&String> = load.failures.iter().take(3).collect();
+    format!("| {done} | {} | {} | {} | {} | {:.2} | {shown:?} |", load.calls, load.failures.len(), load.retried, load.pids.len(), median(&mut gap))
 }
 
 fn wanted(args: &Args, name: &str) -> bool {
@@ -649,8 +649,8 @@ async fn main() {
             }
         }
         println!("\n## gRPC unary calls through restarts (examples/streams.rs)\n");
-        println!("| restarts | unary calls | failed | pids that answered | accept gap median ms | first failures |");
-        println!("|---|---|---|---|---|---|");
+        println!("| restarts | unary calls answered | failed | unprocessed (cancelled above a GOAWAY's last stream id), retried | pids that answered | accept gap median ms | first failures |");
+        println!("|---|---|---|---|---|---|---|");
         println!("{}", grpc_unary_row(&args, args.grpc_restarts).await);
     }
     if !args.state_sizes.is_empty() {

@@ -22,27 +22,46 @@ struct Big {
 }
 
 fn env_usize(name: &str) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 #[hotrestart::hot_main(ready_timeout = "120s", drain_timeout = "5s")]
 async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).with_ansi(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let port: u16 = std::env::var("PORT")?.parse()?;
     let listener = hot.tcp("http", ("127.0.0.1", port))?;
     let mut big = Big::default();
     if hot.generation() == 0 {
-        big.blob = (0..env_usize("BIG_BLOB_BYTES")).map(|i| (i % 251) as u8).collect();
-        big.map = (0..env_usize("BIG_MAP_ENTRIES")).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+        big.blob = (0..env_usize("BIG_BLOB_BYTES"))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        big.map = (0..env_usize("BIG_MAP_ENTRIES"))
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
     }
     let big = hot.ready(big).await?;
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
-        .route("/size", get(|State(big): State<Arc<Big>>| async move { format!("{} {}", big.blob.len(), big.map.len()) }))
-        .layer(axum::middleware::map_response(|mut r: Response| async move {
-            r.headers_mut().insert("x-pid", HeaderValue::from(std::process::id()));
-            r
-        }))
+        .route(
+            "/size",
+            get(|State(big): State<Arc<Big>>| async move {
+                format!("{} {}", big.blob.len(), big.map.len())
+            }),
+        )
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                r.headers_mut()
+                    .insert("x-pid", HeaderValue::from(std::process::id()));
+                r
+            },
+        ))
         .with_state(big);
     hotrestart::http::serve(&hot, listener, app).await?;
     Ok(())
