@@ -22,7 +22,7 @@ fn check(ok: bool) -> Result<u32, Failed> {
 #[hotrestart::hot_main(
     ready_timeout = "5s",
     drain_timeout = "250ms",
-    snapshot_timeout = "2 s",
+    snapshot_timeout = "2s",
     state_file = "args.state",
     flavor = "multi_thread",
     worker_threads = 2,
