@@ -61,7 +61,11 @@ fn before_restart_async_with_state() {
     };
     check(
         "before_restart_async_with_state",
-        crate::before_restart::expand(TokenStream::new(), item),
+        crate::before_restart::expand(
+            TokenStream::new(),
+            item,
+            crate::before_restart::When::BeforeRestart,
+        ),
     );
 }
 
@@ -74,7 +78,11 @@ fn before_restart_sync_no_arg() {
     };
     check(
         "before_restart_sync_no_arg",
-        crate::before_restart::expand(TokenStream::new(), item),
+        crate::before_restart::expand(
+            TokenStream::new(),
+            item,
+            crate::before_restart::When::BeforeRestart,
+        ),
     );
 }
 
@@ -161,7 +169,11 @@ fn the_docs_show_the_real_expansions() {
                 if name == "hot_main" {
                     crate::hot_main::expand(args, item)
                 } else {
-                    crate::before_restart::expand(args, item)
+                    crate::before_restart::expand(
+                        args,
+                        item,
+                        crate::before_restart::When::BeforeRestart,
+                    )
                 }
             }
             _ => {

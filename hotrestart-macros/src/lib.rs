@@ -99,10 +99,23 @@ pub fn hot_main(args: TokenStream, item: TokenStream) -> TokenStream {
 /// }
 /// ```
 ///
-/// Hooks run one after the other, in no particular order. A hook that fails is logged and
-/// does not stop the others nor the restart. Hooks are collected at link time (with
-/// `linkme`), so a hook in any module of the program is found; it cannot be a method nor be
-/// generic. The only argument is `crate = "..."`, the path to `hotrestart` when it is renamed.
+/// The state can be taken as `&App`, `&Arc<App>` or `Arc<App>` (a clone of the `Arc` that
+/// `hot.ready` returned); a parameter of type `hotrestart::HookReason` says why the hook runs
+/// (`Restart` or `Exit`; `Rollback` for [`macro@on_rollback`] hooks). A hook that takes another
+/// type than the one given to `hot.ready` makes `hot.ready` fail, before the service serves.
+///
+/// Hooks run one after the other, by ascending `order` (default 0), then by their path
+/// (`crate::module::function`): `linkme`, which collects them at link time from any module,
+/// gives no order of its own. Each runs for at most its `timeout` (default 5s;
+/// `HOTRESTART_HOOK_TIMEOUT` overrides every hook's): past it the hook is abandoned with one log
+/// line naming it and the restart goes on. A hook that fails is logged and does not stop the
+/// others nor the restart. A hook cannot be a method nor be generic.
+///
+/// | argument | default | meaning |
+/// | --- | --- | --- |
+/// | `order = 10` | `0` | hooks run by ascending order, then by path; negative numbers run first |
+/// | `timeout = "2s"` | `5s` | the hook's time limit |
+/// | `crate = "hotrestart"` | `"hotrestart"` | the path to `hotrestart` when it is renamed |
 ///
 /// # Equivalent code without the macro
 ///
@@ -115,6 +128,13 @@ pub fn hot_main(args: TokenStream, item: TokenStream) -> TokenStream {
 ///     #[linkme(crate = ::hotrestart::__private::linkme)]
 ///     static __HOTRESTART_HOOK: ::hotrestart::__private::Hook = ::hotrestart::__private::Hook {
 ///         name: ::core::concat!(::core::module_path!(), "::", "flush"),
+///         when: ::hotrestart::__private::HookWhen::BeforeRestart,
+///         order: 0,
+///         timeout_ms: ::core::option::Option::None,
+///         takes: ::core::option::Option::Some(|| (
+///             ::core::any::TypeId::of::<App>(),
+///             ::core::any::type_name::<App>(),
+///         )),
 ///         run: __hotrestart_run,
 ///     };
 ///     fn __hotrestart_run<'a>(
@@ -124,7 +144,8 @@ pub fn hot_main(args: TokenStream, item: TokenStream) -> TokenStream {
 ///         ::core::result::Result<(), ::std::string::String>,
 ///     > {
 ///         ::std::boxed::Box::pin(async move {
-///             let __hotrestart_out = flush(__hotrestart_cx.state::<App>()?).await;
+///             let __hotrestart_arg0 = __hotrestart_cx.state::<App>()?;
+///             let __hotrestart_out = flush(__hotrestart_arg0).await;
 ///             ::hotrestart::__private::HookOutput::into_result(__hotrestart_out)
 ///         })
 ///     }
@@ -132,7 +153,29 @@ pub fn hot_main(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn before_restart(args: TokenStream, item: TokenStream) -> TokenStream {
-    before_restart::expand(args.into(), item.into()).into()
+    before_restart::expand(
+        args.into(),
+        item.into(),
+        before_restart::When::BeforeRestart,
+    )
+    .into()
+}
+
+/// Marks a function to run in the old process when a restart it prepared for fails (the
+/// successor exited, refused, or timed out after the `#[before_restart]` hooks ran), before it
+/// accepts again: reopen what a `#[before_restart]` hook closed (a database pool, a file).
+///
+/// Same signatures and arguments as [`macro@before_restart`] (`order`, `timeout`, `crate`).
+///
+/// ```ignore
+/// #[hotrestart::on_rollback]
+/// async fn reopen_pool(app: &App) -> Result<(), sqlx::Error> {
+///     app.reopen().await
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn on_rollback(args: TokenStream, item: TokenStream) -> TokenStream {
+    before_restart::expand(args.into(), item.into(), before_restart::When::OnRollback).into()
 }
 
 /// Implements `hotrestart::State` for a struct: the fields marked `#[persist]` are written into

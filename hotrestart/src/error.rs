@@ -74,6 +74,14 @@ pub enum Error {
     },
     /// The process is shutting down and takes no more restarts.
     ShuttingDown,
+    /// A `#[before_restart]` or `#[on_rollback]` hook cannot run with this program's state:
+    /// found at `Hot::ready`, before the service serves.
+    Hook {
+        /// The hook's path (`crate::module::function`).
+        hook: String,
+        /// Why, with the signature to write instead.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -115,6 +123,7 @@ impl fmt::Display for Error {
             Error::Refused { reason } => f.write_str(reason),
             Error::RolledBack { reason } => write!(f, "restart rolled back: {reason}"),
             Error::ShuttingDown => f.write_str("the process is shutting down"),
+            Error::Hook { hook, reason } => write!(f, "hook `{hook}`: {reason}"),
         }
     }
 }

@@ -74,7 +74,8 @@ pub mod __private;
 
 pub use drain::{Phase, Shutdown, WorkGuard};
 pub use error::{Error, Result};
-pub use hotrestart_macros::{before_restart, hot_main, State};
+pub use hooks::{HookReason, DEFAULT_HOOK_TIMEOUT};
+pub use hotrestart_macros::{before_restart, hot_main, on_rollback, State};
 pub use lifecycle::{Hot, Restarted, MAX_GENERATIONS};
 pub use movable::{Movable, Moved, Signal, MAX_CONNECTION_STATE};
 pub use options::{

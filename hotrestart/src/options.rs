@@ -38,6 +38,9 @@ pub struct Options {
     /// Hot-restart when the executable changes on disk, e.g. after `cargo build`
     /// (`HOTRESTART_WATCH_EXE=1`). For development. Default: off.
     pub watch_exe: bool,
+    /// The operator's time limit for every hook (`HOTRESTART_HOOK_TIMEOUT`), over each hook's
+    /// own `timeout` (default [`DEFAULT_HOOK_TIMEOUT`](crate::DEFAULT_HOOK_TIMEOUT)).
+    pub hook_timeout: Option<Duration>,
     /// Hand idle HTTP/1.1 connections served by [`crate::http::serve`] to the successor
     /// instead of closing them (`HOTRESTART_HAND_OVER_CONNECTIONS=0` turns it off).
     /// Default: on.
@@ -54,6 +57,7 @@ impl Default for Options {
             control_socket: None,
             watch_exe: false,
             hand_over_connections: true,
+            hook_timeout: None,
         }
     }
 }

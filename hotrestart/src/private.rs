@@ -2,7 +2,7 @@
 
 pub use linkme;
 
-pub use crate::hooks::{BoxFuture, Hook, HookContext, HookOutput, HOOKS};
+pub use crate::hooks::{BoxFuture, Hook, HookContext, HookOutput, HookWhen, HOOKS};
 pub use crate::lifecycle::{run_main, MainOptions};
 pub use crate::snapshot::{SnapshotReader, SnapshotWriter, State};
 pub use crate::Error;

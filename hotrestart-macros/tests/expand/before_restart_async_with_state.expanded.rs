@@ -6,6 +6,13 @@ const _: () = {
     #[linkme(crate = ::hotrestart::__private::linkme)]
     static __HOTRESTART_HOOK: ::hotrestart::__private::Hook = ::hotrestart::__private::Hook {
         name: ::core::concat!(::core::module_path!(), "::", "log_handover"),
+        when: ::hotrestart::__private::HookWhen::BeforeRestart,
+        order: 0,
+        timeout_ms: ::core::option::Option::None,
+        takes: ::core::option::Option::Some(|| (
+            ::core::any::TypeId::of::<Counter>(),
+            ::core::any::type_name::<Counter>(),
+        )),
         run: __hotrestart_run,
     };
     fn __hotrestart_run<'a>(
@@ -15,8 +22,9 @@ const _: () = {
         ::core::result::Result<(), ::std::string::String>,
     > {
         ::std::boxed::Box::pin(async move {
+            let __hotrestart_arg0 = __hotrestart_cx.state::<Counter>()?;
             ::hotrestart::__private::HookOutput::into_result(
-                log_handover(__hotrestart_cx.state::<Counter>()?).await,
+                log_handover(__hotrestart_arg0).await,
             )
         })
     }

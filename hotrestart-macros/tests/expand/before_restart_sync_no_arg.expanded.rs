@@ -6,6 +6,10 @@ const _: () = {
     #[linkme(crate = ::hotrestart::__private::linkme)]
     static __HOTRESTART_HOOK: ::hotrestart::__private::Hook = ::hotrestart::__private::Hook {
         name: ::core::concat!(::core::module_path!(), "::", "flush"),
+        when: ::hotrestart::__private::HookWhen::BeforeRestart,
+        order: 0,
+        timeout_ms: ::core::option::Option::None,
+        takes: ::core::option::Option::None,
         run: __hotrestart_run,
     };
     fn __hotrestart_run<'a>(

@@ -107,6 +107,19 @@ where
             }
         }
     }
+    if let Some(text) = adopted.operator_value(sys::ENV_HOOK_TIMEOUT) {
+        match text.to_str().map(crate::options::parse_duration) {
+            Some(Ok(d)) => options.hook_timeout = Some(d),
+            Some(Err(why)) => eprintln!(
+                "hotrestart: ignoring {}={text:?}: {why}",
+                sys::ENV_HOOK_TIMEOUT
+            ),
+            None => eprintln!(
+                "hotrestart: ignoring {}={text:?}: not UTF-8",
+                sys::ENV_HOOK_TIMEOUT
+            ),
+        }
+    }
     if let Some(path) = adopted.operator_value(sys::ENV_CONTROL_SOCKET) {
         options.control_socket = if path.is_empty() {
             None

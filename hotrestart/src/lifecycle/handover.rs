@@ -12,7 +12,7 @@ use crate::conns::Verdict;
 use crate::drain::Phase;
 use crate::error::{Error, Result};
 use crate::handoff::{self, Frame};
-use crate::hooks::{self, HookContext};
+use crate::hooks::{self, HookContext, HookReason, HookWhen};
 use crate::snapshot;
 use crate::sys;
 
@@ -41,6 +41,7 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
         successor: None,
         quiesced_at: None,
         chan: None,
+        hooks_ran: false,
     };
     let result = attempt.handover(inner).await;
     let Attempt {
@@ -49,6 +50,7 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
         successor,
         quiesced_at,
         chan,
+        hooks_ran,
     } = attempt;
     // Committed, or about to be killed and reaped here: not to be killed by pid any more.
     inner.successor.lock().unwrap().take();
@@ -126,6 +128,20 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 }
             }
             drop(chan);
+            // What the `before_restart` hooks closed is reopened before anything is accepted.
+            if hooks_ran {
+                if let Some(ready) = inner.ready.get() {
+                    hooks::run_all(
+                        &HookContext {
+                            state: ready.any.clone(),
+                            reason: HookReason::Rollback,
+                        },
+                        HookWhen::OnRollback,
+                        inner.options.hook_timeout,
+                    )
+                    .await;
+                }
+            }
             inner.notifier.ready();
             inner.phase.send_replace(Phase::Serving);
             tracing::warn!(
@@ -147,6 +163,8 @@ struct Attempt {
     /// The handoff channel: kept open until the successor is dead on a rollback, so that it
     /// never sees the channel end and falls back to serving on its own.
     chan: Option<UnixStream>,
+    /// The `#[before_restart]` hooks ran: a rollback runs the `#[on_rollback]` ones.
+    hooks_ran: bool,
 }
 
 impl Attempt {
@@ -234,11 +252,14 @@ impl Attempt {
                 inner.options.snapshot_timeout
             );
         }
+        self.hooks_ran = true;
         hooks::run_all(
             &HookContext {
                 state: ready.any.clone(),
+                reason: HookReason::Restart,
             },
-            "restart",
+            HookWhen::BeforeRestart,
+            inner.options.hook_timeout,
         )
         .await;
         let frame = snapshot::encode(&*ready.save).map_err(Rollback::Snapshot)?;

@@ -205,6 +205,10 @@ impl Hot {
     /// the previous process then keeps serving, and this one should exit.
     pub async fn ready<S: State>(&self, mut state: S) -> Result<Arc<S>> {
         self.flush_notes();
+        // A hook that takes another type than `S` would silently not run at every restart:
+        // refused now, before this process serves (a successor exits, its predecessor rolls
+        // back).
+        hooks::check_state_type::<S>()?;
         if self.inner.ready.get().is_some() {
             return Err(Error::handoff("Hot::ready was called twice"));
         }
@@ -453,8 +457,10 @@ impl Hot {
         hooks::run_all(
             &HookContext {
                 state: ready.any.clone(),
+                reason: hooks::HookReason::Exit,
             },
-            "exit",
+            hooks::HookWhen::BeforeRestart,
+            self.inner.options.hook_timeout,
         )
         .await;
         let Some(path) = &self.inner.options.state_file else {

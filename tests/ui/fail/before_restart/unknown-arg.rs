@@ -1,4 +1,4 @@
-#[hotrestart::before_restart(order = 1)]
+#[hotrestart::before_restart(priority = 1)]
 fn flush() {}
 
 fn main() {}

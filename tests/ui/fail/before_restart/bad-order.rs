@@ -1,0 +1,4 @@
+#[hotrestart::before_restart(order = "first", timeout = "soon")]
+fn flush() {}
+
+fn main() {}
