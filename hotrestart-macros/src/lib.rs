@@ -204,10 +204,11 @@ pub fn on_rollback(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```ignore
 /// const _: () = {
 ///     #[allow(unused_imports)]
-///     use ::hotrestart::__private::NotPersist as _;
+///     use ::hotrestart::__private::{Unsupported as _, ViaLock as _, ViaSerde as _};
 ///     fn __hotrestart_assert_persist() {
-///         ::hotrestart::__private::assert_persist::<AtomicU64>();
-///         ::hotrestart::__private::assert_persist::<Mutex<HashMap<String, u64>>>();
+///         (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW).persist_check();
+///         (&&&&::hotrestart::__private::Field::<Mutex<HashMap<String, u64>>>::NEW)
+///             .persist_check();
 ///     }
 ///     #[automatically_derived]
 ///     impl ::hotrestart::__private::State for App {
@@ -215,24 +216,24 @@ pub fn on_rollback(args: TokenStream, item: TokenStream) -> TokenStream {
 ///             &'__hotrestart_a self,
 ///             __hotrestart_w: &mut ::hotrestart::__private::SnapshotWriter<'__hotrestart_a>,
 ///         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
-///             ::hotrestart::__private::Persisted::<
-///                 AtomicU64,
-///             >::save(__hotrestart_w, "hits", &self.hits)?;
-///             ::hotrestart::__private::Persisted::<
-///                 Mutex<HashMap<String, u64>>,
-///             >::save(__hotrestart_w, "sessions", &self.sessions)?;
+///             (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW)
+///                 .persist_save(__hotrestart_w, "hits", &self.hits)?;
+///             (&&&&::hotrestart::__private::Field::<Mutex<HashMap<String, u64>>>::NEW)
+///                 .persist_save(__hotrestart_w, "sessions", &self.sessions)?;
 ///             ::core::result::Result::Ok(())
 ///         }
 ///         fn restore(
 ///             &mut self,
 ///             __hotrestart_r: &mut ::hotrestart::__private::SnapshotReader,
 ///         ) -> ::core::result::Result<(), ::hotrestart::__private::Error> {
-///             let __hotrestart_hits = ::hotrestart::__private::Persisted::<
+///             let __hotrestart_hits = (&&&&::hotrestart::__private::Field::<
 ///                 AtomicU64,
-///             >::take(__hotrestart_r, "hits")?;
-///             let __hotrestart_sessions = ::hotrestart::__private::Persisted::<
+///             >::NEW)
+///                 .persist_take(__hotrestart_r, "hits")?;
+///             let __hotrestart_sessions = (&&&&::hotrestart::__private::Field::<
 ///                 Mutex<HashMap<String, u64>>,
-///             >::take(__hotrestart_r, "sessions")?;
+///             >::NEW)
+///                 .persist_take(__hotrestart_r, "sessions")?;
 ///             if let ::core::option::Option::Some(__hotrestart_value) = __hotrestart_hits {
 ///                 self.hits = __hotrestart_value;
 ///             }

@@ -173,14 +173,19 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
     let w = format_ident!("__hotrestart_w");
     let r = format_ident!("__hotrestart_r");
 
-    // Each check and call borrows the field type's span: a type serde cannot handle is
-    // reported on the field, not on the derive.
+    // Each check and call borrows the field type's span: a type that cannot persist is
+    // reported on the field, not on the derive. `(&&&&Field::<T>::NEW).method()` picks, by
+    // autoref depth, serde, a lock around a serde type, or the one error (see `__private`).
+    let via =
+        |ty: &syn::Type| quote_spanned!(ty.span()=> (&&&&#krate::__private::Field::<#ty>::NEW));
     let asserts = fields.iter().map(|Persisted { ty, .. }| {
-        quote_spanned!(ty.span()=> #krate::__private::assert_persist::<#ty>();)
+        let via = via(ty);
+        quote_spanned!(ty.span()=> #via.persist_check();)
     });
     let saves = fields.iter().map(|Persisted { ident, ty }| {
         let key = key(ident);
-        quote_spanned!(ty.span()=> #krate::__private::Persisted::<#ty>::save(#w, #key, &self.#ident)?;)
+        let via = via(ty);
+        quote_spanned!(ty.span()=> #via.persist_save(#w, #key, &self.#ident)?;)
     });
     let locals: Vec<Ident> = fields
         .iter()
@@ -191,7 +196,8 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
         .zip(&locals)
         .map(|(Persisted { ident, ty }, local)| {
             let key = key(ident);
-            quote_spanned!(ty.span()=> let #local = #krate::__private::Persisted::<#ty>::take(#r, #key)?;)
+            let via = via(ty);
+            quote_spanned!(ty.span()=> let #local = #via.persist_take(#r, #key)?;)
         });
     let assigns = fields
         .iter()
@@ -207,7 +213,7 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
     quote! {
         const _: () = {
             #[allow(unused_imports)]
-            use #krate::__private::NotPersist as _;
+            use #krate::__private::{Unsupported as _, ViaLock as _, ViaSerde as _};
 
             fn __hotrestart_assert_persist #impl_generics () #where_clause {
                 #(#asserts)*

@@ -7,10 +7,10 @@ pub use crate::lifecycle::{run_main, MainOptions};
 pub use crate::snapshot::{SnapshotReader, SnapshotWriter, State};
 pub use crate::Error;
 
-/// What a `#[persist]` field's type must be: one bound, one error per field that lacks it.
+/// What a `#[persist]` field's type must be, for the one error a field that is not gets.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a `#[persist]` field: serde cannot serialize and deserialize it",
-    label = "this type is not `serde::Serialize + serde::Deserialize`",
+    message = "`{Self}` cannot be a `#[persist]` field: it is neither a serde type nor a lock around one",
+    label = "not `serde::Serialize + serde::Deserialize`, nor a `Mutex`/`RwLock` (std, tokio or parking_lot) around such a type",
     note = "derive both for your own types (`#[derive(serde::Serialize, serde::Deserialize)]`), store a form serde has (an `Instant` as the milliseconds it measures, in a `u64`), or drop `#[persist]` and build the field in `main`"
 )]
 pub trait Persist: serde::Serialize + serde::de::DeserializeOwned + 'static {}
@@ -20,44 +20,143 @@ pub trait Persist: serde::Serialize + serde::de::DeserializeOwned + 'static {}
 #[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Persist for T {}
 
-/// Named by `#[derive(State)]` with the span of a `#[persist]` field's type: the one check of
-/// that type, so a type serde cannot handle is reported once, on the field.
-pub fn assert_persist<T: Persist>() {}
+/// What `#[derive(State)]` checks, saves and takes a `#[persist]` field of type `T` through,
+/// as `(&&&&Field::<T>::NEW).persist_save(..)`: autoref specialization picks, by depth, the
+/// first of [`ViaSerde`] (serde types, `std` locks included), [`ViaLock`] (a tokio or
+/// parking_lot lock around a serde type, which serde does not implement) and [`Unsupported`]
+/// (anything else: its `persist_check` requires [`Persist`], the one error the field gets; its
+/// other methods only stand in so that nothing else fails).
+pub struct Field<T>(core::marker::PhantomData<fn() -> T>);
 
-/// What `#[derive(State)]` saves and takes a field through. For a type that is not [`Persist`]
-/// the inherent functions do not apply and [`NotPersist`]'s stand in, so that
-/// [`assert_persist`]'s error is the only one.
-pub struct Persisted<T>(core::marker::PhantomData<T>);
+impl<T> Field<T> {
+    /// The only value.
+    pub const NEW: Self = Field(core::marker::PhantomData);
+}
 
-impl<T: Persist> Persisted<T> {
+/// A serde type, stored as it is.
+pub trait ViaSerde<T> {
+    /// Nothing to check.
+    fn persist_check(&self) {}
     /// Writes the field.
-    pub fn save<'a>(w: &mut SnapshotWriter<'a>, name: &str, value: &'a T) -> Result<(), Error> {
-        w.field(name, value)
-    }
+    fn persist_save<'a>(
+        &self,
+        w: &mut SnapshotWriter<'a>,
+        name: &str,
+        v: &'a T,
+    ) -> Result<(), Error>;
+    /// Takes the field, if the snapshot has it.
+    fn persist_take(&self, r: &mut SnapshotReader, name: &str) -> Result<Option<T>, Error>;
+}
 
-    /// Takes the field from the snapshot, if it has it.
-    pub fn take(r: &mut SnapshotReader, name: &str) -> Result<Option<T>, Error> {
+impl<T: Persist> ViaSerde<T> for &&&Field<T> {
+    fn persist_save<'a>(
+        &self,
+        w: &mut SnapshotWriter<'a>,
+        name: &str,
+        v: &'a T,
+    ) -> Result<(), Error> {
+        w.field(name, v)
+    }
+    fn persist_take(&self, r: &mut SnapshotReader, name: &str) -> Result<Option<T>, Error> {
         r.take(name)
     }
 }
+
+/// A lock whose guard serde cannot take: the inner value is stored under the lock's type name
+/// (so changing the lock is a type change, reported, never reinterpreted). The lock is taken
+/// without waiting: the snapshot runs after the old process quiesced, when no request holds it;
+/// a task that still does (a long-lived connection) makes the snapshot fail, and the restart
+/// roll back, rather than wait.
+pub trait ViaLock<L> {
+    /// Nothing to check.
+    fn persist_check(&self) {}
+    /// Writes the field's inner value.
+    fn persist_save(&self, w: &mut SnapshotWriter<'_>, name: &str, v: &L) -> Result<(), Error>;
+    /// Takes the field, if the snapshot has it, in a new lock.
+    fn persist_take(&self, r: &mut SnapshotReader, name: &str) -> Result<Option<L>, Error>;
+}
+
+fn locked(name: &str) -> Error {
+    Error::Field {
+        field: name.to_owned(),
+        reason: "its lock is held at the snapshot (by a task the snapshot does not wait for)"
+            .into(),
+    }
+}
+
+macro_rules! via_lock {
+    ($lock:ty, $inner:ident, |$v:ident| $guard:expr, $wrap:expr) => {
+        impl<$inner: Persist> ViaLock<$lock> for &&Field<$lock> {
+            fn persist_save(
+                &self,
+                w: &mut SnapshotWriter<'_>,
+                name: &str,
+                $v: &$lock,
+            ) -> Result<(), Error> {
+                let guard = $guard.ok_or_else(|| locked(name))?;
+                w.field_as(name, core::any::type_name::<$lock>(), &*guard)
+            }
+            fn persist_take(
+                &self,
+                r: &mut SnapshotReader,
+                name: &str,
+            ) -> Result<Option<$lock>, Error> {
+                Ok(r.take_as::<$inner>(name, core::any::type_name::<$lock>())?
+                    .map($wrap))
+            }
+        }
+    };
+}
+
+via_lock!(
+    tokio::sync::Mutex<T>,
+    T,
+    |v| v.try_lock().ok(),
+    tokio::sync::Mutex::new
+);
+via_lock!(
+    tokio::sync::RwLock<T>,
+    T,
+    |v| v.try_read().ok(),
+    tokio::sync::RwLock::new
+);
+#[cfg(feature = "parking_lot")]
+via_lock!(
+    parking_lot::Mutex<T>,
+    T,
+    |v| v.try_lock(),
+    parking_lot::Mutex::new
+);
+#[cfg(feature = "parking_lot")]
+via_lock!(
+    parking_lot::RwLock<T>,
+    T,
+    |v| v.try_read(),
+    parking_lot::RwLock::new
+);
+
+/// Anything else: the check fails (once, with [`Persist`]'s message); the rest never runs.
+pub trait Unsupported<T> {
+    /// The one error of a field that cannot persist.
+    fn persist_check(&self)
+    where
+        T: Persist,
+    {
+    }
+    /// Never called: see the trait.
+    fn persist_save(&self, _: &mut SnapshotWriter<'_>, _: &str, _: &T) -> Result<(), Error> {
+        unreachable!("a #[persist] field that cannot persist does not compile")
+    }
+    /// Never called: see the trait.
+    fn persist_take(&self, _: &mut SnapshotReader, _: &str) -> Result<Option<T>, Error> {
+        unreachable!("a #[persist] field that cannot persist does not compile")
+    }
+}
+
+impl<T> Unsupported<T> for &Field<T> {}
 
 /// Decoder entry points for the fuzz targets (`fuzz/`) and the decoder property tests.
 pub mod fuzz {
     pub use crate::handoff::fuzz_channel;
     pub use crate::snapshot::{fuzz_seed, fuzz_snapshot};
 }
-
-/// Stand-ins for [`Persisted`]'s functions where the field's type is not [`Persist`]: the code
-/// compiles no further than [`assert_persist`]'s error, so they never run.
-pub trait NotPersist<T> {
-    /// Never called: see the trait.
-    fn save<'a>(_: &mut SnapshotWriter<'a>, _: &str, _: &'a T) -> Result<(), Error> {
-        unreachable!("a #[persist] field that is not Persist does not compile")
-    }
-    /// Never called: see the trait.
-    fn take(_: &mut SnapshotReader, _: &str) -> Result<Option<T>, Error> {
-        unreachable!("a #[persist] field that is not Persist does not compile")
-    }
-}
-
-impl<T> NotPersist<T> for Persisted<T> {}

@@ -215,6 +215,17 @@ impl SnapshotReader {
     /// Takes field `name` as a `T`: `Ok(None)` when the snapshot lacks it (the caller keeps its
     /// default), [`Error::TypeChanged`] when it was written as another type.
     pub fn take<T: DeserializeOwned + 'static>(&mut self, name: &str) -> Result<Option<T>> {
+        self.take_as(name, std::any::type_name::<T>())
+    }
+
+    /// Takes field `name`, written under `expected` (the field's own type name), as a `T`:
+    /// what `#[derive(State)]` uses for a field behind a lock, whose inner value is decoded.
+    #[doc(hidden)]
+    pub fn take_as<T: DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>> {
         let Some(entry) = self.fields.get_mut(name) else {
             tracing::info!(
                 field = name,
@@ -222,7 +233,6 @@ impl SnapshotReader {
             );
             return Ok(None);
         };
-        let expected = std::any::type_name::<T>();
         if entry.type_name != expected {
             return Err(Error::TypeChanged {
                 field: name.to_owned(),
@@ -235,7 +245,9 @@ impl SnapshotReader {
             reason,
         };
         let value = match std::mem::replace(&mut entry.value, Value::Taken) {
-            Value::Blob(declared, bytes) if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() => {
+            Value::Blob(declared, bytes)
+                if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() && expected == BLOB_TYPE =>
+            {
                 if declared != bytes.len() as u64 {
                     return Err(field_error(
                         "cannot decode: the byte string's length does not match".into(),

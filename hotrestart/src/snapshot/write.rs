@@ -45,10 +45,9 @@ impl<'a> SnapshotWriter<'a> {
     /// A `Vec<u8>` is not passed through serde one byte at a time: its bytes (the same as
     /// postcard's) are sent from where they are.
     pub fn field<T: Serialize + 'static>(&mut self, name: &str, value: &'a T) -> Result<()> {
-        let type_name = std::any::type_name::<T>();
-        put_str(&mut self.buf, name);
-        put_str(&mut self.buf, type_name);
         if let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() {
+            put_str(&mut self.buf, name);
+            put_str(&mut self.buf, std::any::type_name::<T>());
             let mut prefix = Vec::with_capacity(10);
             put_varint(&mut prefix, bytes.len() as u64);
             self.buf
@@ -56,18 +55,34 @@ impl<'a> SnapshotWriter<'a> {
             self.buf.extend_from_slice(&prefix);
             self.parts.push(Part::Owned(std::mem::take(&mut self.buf)));
             self.parts.push(Part::Borrowed(bytes));
-        } else {
-            let len_at = self.buf.len();
-            self.buf.extend_from_slice(&0u64.to_le_bytes());
-            let start = self.buf.len();
-            let buf = std::mem::take(&mut self.buf);
-            self.buf = postcard::to_extend(value, buf).map_err(|e| Error::Field {
-                field: name.to_owned(),
-                reason: format!("cannot serialize: {e}"),
-            })?;
-            let len = (self.buf.len() - start) as u64;
-            self.buf[len_at..start].copy_from_slice(&len.to_le_bytes());
+            self.count += 1;
+            return Ok(());
         }
+        self.field_as(name, std::any::type_name::<T>(), value)
+    }
+
+    /// Writes one field under `type_name`, serialized now (the value need not outlive the
+    /// call): what `#[derive(State)]` uses for a field behind a lock it must take (a tokio or
+    /// parking_lot `Mutex`/`RwLock`), whose guard lives only as long as the call.
+    #[doc(hidden)]
+    pub fn field_as<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        type_name: &str,
+        value: &T,
+    ) -> Result<()> {
+        put_str(&mut self.buf, name);
+        put_str(&mut self.buf, type_name);
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&0u64.to_le_bytes());
+        let start = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        self.buf = postcard::to_extend(value, buf).map_err(|e| Error::Field {
+            field: name.to_owned(),
+            reason: format!("cannot serialize: {e}"),
+        })?;
+        let len = (self.buf.len() - start) as u64;
+        self.buf[len_at..start].copy_from_slice(&len.to_le_bytes());
         self.count += 1;
         Ok(())
     }
