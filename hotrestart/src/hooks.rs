@@ -129,7 +129,12 @@ impl<E: std::fmt::Display> HookOutput for std::result::Result<(), E> {
 
 /// The hooks of `when`, in the order they run.
 fn ordered(when: HookWhen) -> Vec<&'static Hook> {
-    let mut hooks: Vec<&Hook> = HOOKS.iter().filter(|h| h.when == when).collect();
+    in_order(HOOKS.iter(), when)
+}
+
+/// `hooks` of `when`, by ascending `order`, then by path.
+fn in_order<'h>(hooks: impl Iterator<Item = &'h Hook>, when: HookWhen) -> Vec<&'h Hook> {
+    let mut hooks: Vec<&Hook> = hooks.filter(|h| h.when == when).collect();
     hooks.sort_by(|a, b| a.order.cmp(&b.order).then(a.name.cmp(b.name)));
     hooks
 }
@@ -195,5 +200,61 @@ pub(crate) async fn run_all(cx: &HookContext, when: HookWhen, limit: Option<Dura
                 hook.name
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(name: &'static str, when: HookWhen, order: i32) -> Hook {
+        fn run(_: &HookContext) -> BoxFuture<'_, std::result::Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        Hook {
+            name,
+            when,
+            order,
+            timeout_ms: None,
+            takes: None,
+            run,
+        }
+    }
+
+    #[test]
+    fn hooks_run_by_order_then_by_path_and_only_those_of_their_kind() {
+        let hooks = [
+            hook("app::z_flush", HookWhen::BeforeRestart, 0),
+            hook("app::close_pool", HookWhen::BeforeRestart, 10),
+            hook("app::a_log", HookWhen::BeforeRestart, 0),
+            hook("app::first", HookWhen::BeforeRestart, -1),
+            hook("app::reopen", HookWhen::OnRollback, 10),
+        ];
+        let names = |when| -> Vec<&str> {
+            in_order(hooks.iter(), when)
+                .iter()
+                .map(|h| h.name)
+                .collect()
+        };
+        assert_eq!(
+            names(HookWhen::BeforeRestart),
+            [
+                "app::first",
+                "app::a_log",
+                "app::z_flush",
+                "app::close_pool"
+            ]
+        );
+        assert_eq!(names(HookWhen::OnRollback), ["app::reopen"]);
+    }
+
+    #[test]
+    fn advice_names_the_type_without_its_path() {
+        assert_eq!(short_name("my_app::state::Counter"), "Counter");
+        assert_eq!(
+            short_name("my_app::Wrapper<std::string::String>"),
+            "Wrapper<std::string::String>"
+        );
+        assert_eq!(short_name("()"), "()");
     }
 }

@@ -22,6 +22,16 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
 
 /// One HTTP/1.1 request on a new connection (`Connection: close`), every step bounded.
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<Response, String> {
+    request_with_body(addr, method, path, b"")
+}
+
+/// The same, with a request body.
+pub fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Response, String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     stream
@@ -32,8 +42,10 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<Response, S
         .unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
     )
+    .and_then(|()| stream.write_all(body))
     .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
     stream
