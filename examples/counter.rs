@@ -5,6 +5,9 @@
 //! - Listens on `127.0.0.1:$PORT` (default 3000) through the listener named `http`.
 //! - `kill -HUP <pid>`: hot restart. `kill -TERM <pid>`: graceful exit, state saved to
 //!   `counter.state` (or `$HOTRESTART_STATE_FILE`), restored at the next start.
+//! - With `TLS_CERT` and `TLS_KEY` naming PEM files: the same routes over HTTPS too, on
+//!   `127.0.0.1:$TLS_PORT` (default 3443) through the listener named `https`; a restart reloads
+//!   the certificate, and TLS sessions resume across restarts.
 
 // ANCHOR: all
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +58,21 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
     // Inherited after a hot restart (or from systemd); bound at a first start.
     let listener = hot.tcp("http", ("127.0.0.1", port))?;
 
+    // HTTPS, if configured: the certificate is loaded here, before `ready`, so a restart is a
+    // certificate reload, and a successor with a broken one fails before it takes over.
+    let https = match (std::env::var_os("TLS_CERT"), std::env::var_os("TLS_KEY")) {
+        (Some(cert), Some(key)) => {
+            let tls_port: u16 = std::env::var("TLS_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(3443);
+            let config = hotrestart::http::tls::server_config(&hot, cert.as_ref(), key.as_ref())?;
+            let tcp = hot.tcp("https", ("127.0.0.1", tls_port))?;
+            Some(hotrestart::http::tls::TlsListener::new(&hot, tcp, config))
+        }
+        _ => None,
+    };
+
     // Slow initialisation would go here: the old process keeps serving meanwhile.
 
     // Restores `hits` from the previous process (or the state file) and declares us ready.
@@ -66,7 +84,15 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         .route("/count", get(count))
         .layer(axum::middleware::map_response(add_pid))
         .with_state(counter);
-    hotrestart::http::serve(&hot, listener, app).await?;
+    match https {
+        Some(https) => {
+            tokio::try_join!(
+                hotrestart::http::serve(&hot, listener, app.clone()),
+                hotrestart::http::serve(&hot, https, app),
+            )?;
+        }
+        None => hotrestart::http::serve(&hot, listener, app).await?,
+    }
     Ok(())
 }
 

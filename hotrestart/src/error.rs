@@ -74,6 +74,13 @@ pub enum Error {
     },
     /// The process is shutting down and takes no more restarts.
     ShuttingDown,
+    /// A TLS certificate or key cannot be used (unreadable, malformed, or not a pair).
+    Tls {
+        /// The file at fault.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// A `#[before_restart]` or `#[on_rollback]` hook cannot run with this program's state:
     /// found at `Hot::ready`, before the service serves.
     Hook {
@@ -124,6 +131,7 @@ impl fmt::Display for Error {
             Error::RolledBack { reason } => write!(f, "restart rolled back: {reason}"),
             Error::ShuttingDown => f.write_str("the process is shutting down"),
             Error::Hook { hook, reason } => write!(f, "hook `{hook}`: {reason}"),
+            Error::Tls { path, reason } => write!(f, "TLS: {}: {reason}", path.display()),
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Options {
     /// The operator's time limit for every hook (`HOTRESTART_HOOK_TIMEOUT`), over each hook's
     /// own `timeout` (default [`DEFAULT_HOOK_TIMEOUT`](crate::DEFAULT_HOOK_TIMEOUT)).
     pub hook_timeout: Option<Duration>,
+    /// The operator's TLS handshake timeout for `http::tls::TlsListener`
+    /// (`HOTRESTART_TLS_HANDSHAKE_TIMEOUT`; default 10s).
+    pub tls_handshake_timeout: Option<Duration>,
     /// Hand idle HTTP/1.1 connections served by [`crate::http::serve`] to the successor
     /// instead of closing them (`HOTRESTART_HAND_OVER_CONNECTIONS=0` turns it off).
     /// Default: on.
@@ -58,6 +61,7 @@ impl Default for Options {
             watch_exe: false,
             hand_over_connections: true,
             hook_timeout: None,
+            tls_handshake_timeout: None,
         }
     }
 }

@@ -11,6 +11,8 @@ pub(crate) const ENV_GENERATION: &str = "HOTRESTART_GENERATION";
 pub(crate) const ENV_READY_TIMEOUT: &str = "HOTRESTART_READY_TIMEOUT";
 /// Operator override of the drain timeout.
 pub(crate) const ENV_DRAIN_TIMEOUT: &str = "HOTRESTART_DRAIN_TIMEOUT";
+/// Operator override of the TLS handshake timeout of `http::tls::TlsListener`.
+pub(crate) const ENV_TLS_HANDSHAKE_TIMEOUT: &str = "HOTRESTART_TLS_HANDSHAKE_TIMEOUT";
 /// Operator override of every hook's time limit.
 pub(crate) const ENV_HOOK_TIMEOUT: &str = "HOTRESTART_HOOK_TIMEOUT";
 /// Operator override of the snapshot timeout.

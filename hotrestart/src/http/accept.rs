@@ -1,12 +1,10 @@
-//! What [`serve`](super::serve)(super::serve) accepts from, and how a listener's connections can move.
+//! What [`serve`](super::serve) accepts from, and how a listener's connections can move.
 
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-
-// GLOB
 
 /// A listener [`serve`](super::serve) can accept from: tokio's TCP and Unix listeners.
 ///

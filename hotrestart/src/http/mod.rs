@@ -39,6 +39,9 @@ mod accept;
 mod activity;
 mod connection;
 mod extract;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 mod wire;
 
 pub use accept::Accept;

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-// GLOB
 use super::activity::Activity;
 
 /// The connection's stream as hyper sees it: bytes handed over (or read ahead to tell HTTP/1

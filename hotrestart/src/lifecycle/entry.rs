@@ -107,17 +107,19 @@ where
             }
         }
     }
-    if let Some(text) = adopted.operator_value(sys::ENV_HOOK_TIMEOUT) {
-        match text.to_str().map(crate::options::parse_duration) {
-            Some(Ok(d)) => options.hook_timeout = Some(d),
-            Some(Err(why)) => eprintln!(
-                "hotrestart: ignoring {}={text:?}: {why}",
-                sys::ENV_HOOK_TIMEOUT
-            ),
-            None => eprintln!(
-                "hotrestart: ignoring {}={text:?}: not UTF-8",
-                sys::ENV_HOOK_TIMEOUT
-            ),
+    for (var, slot) in [
+        (sys::ENV_HOOK_TIMEOUT, &mut options.hook_timeout),
+        (
+            sys::ENV_TLS_HANDSHAKE_TIMEOUT,
+            &mut options.tls_handshake_timeout,
+        ),
+    ] {
+        if let Some(text) = adopted.operator_value(var) {
+            match text.to_str().map(crate::options::parse_duration) {
+                Some(Ok(d)) => *slot = Some(d),
+                Some(Err(why)) => eprintln!("hotrestart: ignoring {var}={text:?}: {why}"),
+                None => eprintln!("hotrestart: ignoring {var}={text:?}: not UTF-8"),
+            }
         }
     }
     if let Some(path) = adopted.operator_value(sys::ENV_CONTROL_SOCKET) {

@@ -262,7 +262,8 @@ impl Attempt {
             inner.options.hook_timeout,
         )
         .await;
-        let frame = snapshot::encode(&*ready.save).map_err(Rollback::Snapshot)?;
+        let frame = snapshot::encode_with(&*ready.save, |w| inner.save_internal(w))
+            .map_err(Rollback::Snapshot)?;
         if hand_connections {
             if let Err(e) = handoff::write_frame(chan, handoff::TAG_PLAN, &[planned]).await {
                 return Err(broken(child, pid, Stage::Plan, e).await);

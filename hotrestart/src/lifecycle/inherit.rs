@@ -232,6 +232,8 @@ impl Hot {
             history: Mutex::new(Vec::new()),
             successor: Mutex::new(None),
             handover,
+            #[cfg(feature = "tls")]
+            tickets: Arc::new(crate::http::tls::TicketKeys::new()),
         });
         // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
         let signals = Signals::install();

@@ -115,6 +115,9 @@ struct Inner {
     state_file_writable: AtomicBool,
     /// The seam with the serving layers: parked and received connections, live work.
     handover: Handover,
+    /// The session-ticket keys of `http::tls`: handed over and saved with the state.
+    #[cfg(feature = "tls")]
+    tickets: Arc<crate::http::tls::TicketKeys>,
 }
 
 /// The application's handle on hotrestart: listeners, readiness, restarts, shutdown.
@@ -135,7 +138,34 @@ impl std::fmt::Debug for Hot {
     }
 }
 
+/// The snapshot field that carries `http::tls`'s ticket keys (not a Rust identifier: it cannot
+/// collide with a `#[persist]` field).
+#[cfg(feature = "tls")]
+const TLS_TICKET_KEYS: &str = "__hotrestart.tls_ticket_keys";
+#[cfg(feature = "tls")]
+const TLS_TICKET_KEYS_TYPE: &str = "hotrestart::http::tls::Keys";
+
 impl Inner {
+    /// The library's own fields, written into every snapshot after the application's.
+    pub(super) fn save_internal(&self, _w: &mut crate::snapshot::SnapshotWriter<'_>) -> Result<()> {
+        #[cfg(feature = "tls")]
+        _w.field_as(
+            TLS_TICKET_KEYS,
+            TLS_TICKET_KEYS_TYPE,
+            &self.tickets.export(),
+        )?;
+        Ok(())
+    }
+
+    /// Reads them back, if the snapshot has them (a predecessor without TLS has none).
+    pub(super) fn restore_internal(&self, _r: &mut crate::snapshot::SnapshotReader) -> Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(keys) = _r.take_as(TLS_TICKET_KEYS, TLS_TICKET_KEYS_TYPE)? {
+            self.tickets.import(keys);
+        }
+        Ok(())
+    }
+
     /// This process stops serving for good: the phase, then the signal long-lived
     /// connections wait for.
     pub(super) fn stop(&self) {
@@ -322,13 +352,15 @@ impl Hot {
                 tracing::info!(path = %path.display(), "no state file: starting with the initial state");
                 return;
             }
-            Ok(Some(bytes)) => match snapshot::restore(state, bytes) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "state restored from the state file");
-                    return;
+            Ok(Some(bytes)) => {
+                match snapshot::restore(state, bytes, |r| self.inner.restore_internal(r)) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "state restored from the state file");
+                        return;
+                    }
+                    Err(e) => e,
                 }
-                Err(e) => e,
-            },
+            }
             Err(e) => e,
         };
         match state_file::set_aside(path) {
@@ -376,6 +408,13 @@ impl Hot {
             Ok((outcome, guard)) => (outcome, Some(guard)),
             Err(_) => (Err(Error::ShuttingDown), None),
         }
+    }
+
+    /// The session-ticket keys of this process, for `rustls::ServerConfig::ticketer`:
+    /// [`http::tls::server_config`](crate::http::tls::server_config) installs them.
+    #[cfg(feature = "tls")]
+    pub(crate) fn ticket_keys(&self) -> Arc<dyn tokio_rustls::rustls::server::ProducesTickets> {
+        self.inner.tickets.clone()
     }
 
     /// Resolves when this process stops for good: after a committed handover, or on
@@ -470,10 +509,11 @@ impl Hot {
             tracing::error!(path = %path.display(), "not writing the state file: an unusable one is in the way");
             return;
         }
-        let saved = snapshot::encode(&*ready.save).and_then(|snap| {
-            let parts: Vec<&[u8]> = snap.slices().collect();
-            state_file::write_atomic_parts(path, &parts, 0o600).map(|()| snap.len())
-        });
+        let saved =
+            snapshot::encode_with(&*ready.save, |w| self.inner.save_internal(w)).and_then(|snap| {
+                let parts: Vec<&[u8]> = snap.slices().collect();
+                state_file::write_atomic_parts(path, &parts, 0o600).map(|()| snap.len())
+            });
         match saved {
             Ok(bytes) => tracing::info!(path = %path.display(), state_bytes = bytes, "state saved"),
             Err(e) => tracing::error!("state not saved: {e}"),
@@ -482,7 +522,6 @@ impl Hot {
 }
 
 impl Inner {
-    /// SIGKILLs the successor of the restart in progress, if there is one.
     /// SIGKILLs the successor of the restart in progress, if there is one, and waits (up to
     /// a second) until it is dead, so that nothing it says can come after what follows.
     fn kill_successor(&self) {

@@ -68,7 +68,10 @@ impl Hot {
                 chan = back;
                 match received {
                     Received::Snapshot(mut reader) => {
-                        if let Err(e) = state.restore(&mut reader) {
+                        let restored = state
+                            .restore(&mut reader)
+                            .and_then(|()| self.inner.restore_internal(&mut reader));
+                        if let Err(e) = restored {
                             return Err(reject(&mut chan, "snapshot", e).await);
                         }
                         reader.log_ignored();

@@ -56,15 +56,32 @@ impl State for () {
 const BLOB_TYPE: &str = "alloc::vec::Vec<u8>";
 
 /// Serializes a state into a snapshot frame that borrows from it.
+#[cfg(test)]
 pub(crate) fn encode(state: &dyn State) -> Result<Snapshot<'_>> {
+    encode_with(state, |_| Ok(()))
+}
+
+/// [`encode`], then the library's own fields (`internal`), written after the application's.
+pub(crate) fn encode_with<'a>(
+    state: &'a dyn State,
+    internal: impl FnOnce(&mut SnapshotWriter<'a>) -> Result<()>,
+) -> Result<Snapshot<'a>> {
     let mut w = SnapshotWriter::default();
     state.save(&mut w)?;
+    internal(&mut w)?;
     Ok(w.finish())
 }
-/// Decodes `frame` and restores it into `state`, all fields or none.
-pub(crate) fn restore(state: &mut dyn State, frame: Vec<u8>) -> Result<()> {
+
+/// Decodes `frame` and restores it into `state`, all fields or none, then the library's own
+/// fields (`internal`).
+pub(crate) fn restore(
+    state: &mut dyn State,
+    frame: Vec<u8>,
+    internal: impl FnOnce(&mut SnapshotReader) -> Result<()>,
+) -> Result<()> {
     let mut reader = SnapshotReader::new(frame)?;
     state.restore(&mut reader)?;
+    internal(&mut reader)?;
     reader.log_ignored();
     Ok(())
 }

@@ -120,7 +120,7 @@ fn byte_vectors_take_the_fast_path_with_postcards_bytes() {
 fn round_trip_keeps_every_field() {
     let frame = encode(&v1()).unwrap().to_vec();
     let mut back = V1::default();
-    restore(&mut back, frame).unwrap();
+    restore(&mut back, frame, |_| Ok(())).unwrap();
     assert_eq!(back.hits.load(Ordering::Relaxed), 42);
     assert_eq!(back.names.lock().unwrap().get("a"), Some(&1));
     assert_eq!(back.legacy, "old");
@@ -133,7 +133,7 @@ fn new_field_takes_its_default() {
         added: vec![7],
         ..Default::default()
     };
-    restore(&mut v2, frame).unwrap();
+    restore(&mut v2, frame, |_| Ok(())).unwrap();
     assert_eq!(v2.hits.load(Ordering::Relaxed), 42);
     assert_eq!(
         v2.added,
@@ -165,7 +165,7 @@ fn changed_type_is_an_error_and_restores_nothing() {
         hits: "untouched".into(),
         other: 0,
     };
-    match restore(&mut v3, frame) {
+    match restore(&mut v3, frame, |_| Ok(())) {
         Err(Error::TypeChanged {
             field,
             stored,
