@@ -15,7 +15,8 @@ import time
 from common import serving_pid, wait_new_pid
 
 HTTP, HTTPS, CA, RESTARTS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-context = ssl.create_default_context(cafile=CA)
+# CA `-`: plain HTTP on the HTTPS port's place, for a baseline measured the same way.
+context = None if CA == "-" else ssl.create_default_context(cafile=CA)
 stop = threading.Event()
 lock = threading.Lock()
 acked, failures, reconnects = [0], [], [0]
@@ -29,7 +30,10 @@ def worker():
             break
         try:
             if conn is None:
-                conn = http.client.HTTPSConnection("127.0.0.1", HTTPS, context=context, timeout=10)
+                if context is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", HTTPS, timeout=10)
+                else:
+                    conn = http.client.HTTPSConnection("127.0.0.1", HTTPS, context=context, timeout=10)
             conn.request("POST", "/hit", body=b"")
             response = conn.getresponse()
             response.read()
