@@ -425,6 +425,7 @@ impl Hot {
     }
 
     /// What [`Shutdown`] and long-lived connections watch: true once this process stops.
+    #[cfg(feature = "http")]
     pub(crate) fn stopping_signal(&self) -> watch::Receiver<bool> {
         self.inner.stopping.subscribe()
     }
