@@ -378,6 +378,9 @@ fn generate(args: &Args, when: When, hook: &Hook) -> TokenStream {
     let cx = format_ident!("__hotrestart_cx");
 
     // Each argument, taken from the context: the state (as the parameter asks for it) or why.
+    // A plain `fn` runs on a blocking thread (so that its time limit holds even if it blocks):
+    // it is given what it borrows from an `Arc` moved there.
+    let blocking = function.sig.asyncness.is_none();
     let mut takes = quote!(::core::option::Option::None);
     let mut lets = Vec::new();
     let mut call_args = Vec::new();
@@ -392,6 +395,12 @@ fn generate(args: &Args, when: When, hook: &Hook) -> TokenStream {
                     ))
                 };
                 match by {
+                    By::Ref if blocking => {
+                        lets.push(
+                            quote_spanned!(ty.span()=> let #local = #cx.state_arc::<#ty>()?;),
+                        );
+                        call_args.push(quote!(&*#local));
+                    }
                     By::Ref => {
                         lets.push(quote_spanned!(ty.span()=> let #local = #cx.state::<#ty>()?;));
                         call_args.push(quote!(#local));
@@ -431,9 +440,8 @@ fn generate(args: &Args, when: When, hook: &Hook) -> TokenStream {
     };
     // A return type that is neither `()` nor a `Result` is reported on that type: the value and
     // the trait's path borrow its span.
-    let output = match &function.sig.output {
+    let convert = match &function.sig.output {
         ReturnType::Default => quote! {
-            #(#lets)*
             #krate::__private::HookOutput::into_result(#call)
         },
         ReturnType::Type(_, ty) => {
@@ -441,10 +449,20 @@ fn generate(args: &Args, when: When, hook: &Hook) -> TokenStream {
             let out = Ident::new("__hotrestart_out", span);
             let krate = args::respan(krate, span);
             quote_spanned! {span=>
-                #(#lets)*
                 let #out = #call;
                 #krate::__private::HookOutput::into_result(#out)
             }
+        }
+    };
+    let output = if blocking {
+        quote! {
+            #(#lets)*
+            #krate::__private::run_blocking(move || { #convert }).await
+        }
+    } else {
+        quote! {
+            #(#lets)*
+            #convert
         }
     };
 

@@ -16,8 +16,11 @@ use tokio::sync::watch;
 
 /// One parked connection, as the handover sends it.
 pub(crate) struct Parcel {
-    /// Borrowed: the parked task keeps the socket open until the verdict.
+    /// Borrowed: the parked task keeps the socket open until the verdict — or owned by
+    /// `owned`, for a parcel whose task may be cancelled meanwhile (a custom protocol's).
     pub(crate) fd: RawFd,
+    /// A duplicate of the socket that lives as long as the parcel.
+    pub(crate) _owned: Option<OwnedFd>,
     /// The listener's identity (its local address), the same in both processes.
     pub(crate) key: Arc<str>,
     /// Read from the connection, not parsed yet: the successor reads these first.
@@ -220,6 +223,13 @@ pub(crate) struct HandoverState {
     pub(crate) inbox: Inbox,
     /// Live work: the snapshot waits for it, the drain too.
     pub(crate) work: crate::drain::Tracker,
+    /// Set when a handover takes its snapshot, cleared by a rollback: a request that starts
+    /// in this process from then on (an HTTP/2 stream that raced the GOAWAY, a request after
+    /// a long-lived response) would change a state that is no longer handed over, so it is
+    /// refused with a status its client retries.
+    pub(crate) snapshot_taken: std::sync::atomic::AtomicBool,
+    /// Requests refused so.
+    pub(crate) refused_late: std::sync::atomic::AtomicUsize,
     drain_timeout: std::time::Duration,
 }
 
@@ -229,6 +239,8 @@ impl Handover {
             outbox: Outbox::new(),
             inbox: Inbox::default(),
             work: crate::drain::Tracker::new(),
+            snapshot_taken: Default::default(),
+            refused_late: Default::default(),
             drain_timeout,
         }))
     }

@@ -77,7 +77,7 @@ pub use error::{Error, Result};
 pub use hooks::{HookReason, DEFAULT_HOOK_TIMEOUT};
 pub use hotrestart_macros::{before_restart, hot_main, on_rollback, State};
 pub use lifecycle::{Hot, Restarted, MAX_GENERATIONS};
-pub use movable::{Movable, Moved, Signal, MAX_CONNECTION_STATE};
+pub use movable::{Movable, Moved, Signal, MAX_CONNECTION_STATE, MAX_UNREAD};
 pub use options::{
     Options, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT,
 };

@@ -12,22 +12,29 @@
 //! connections), the signal is [`Signal::Stop`]: end the connection cleanly.
 //!
 //! ```no_run
-//! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+//! use std::io::Cursor;
+//! use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 //! use hotrestart::{Hot, Movable, Signal};
 //!
 //! /// A line protocol: each line is answered; the connection moves at a line boundary.
-//! async fn serve_one(hot: Hot, stream: tokio::net::TcpStream, mut count: u64) {
-//!     let mut movable = hot.movable("echo");
-//!     let mut reader = BufReader::new(stream);
+//! /// `unread` (bytes read by a previous process, not answered) is read before the socket.
+//! async fn serve_one(stream: tokio::net::TcpStream, unread: Vec<u8>, mut count: u64, mut movable: Movable) {
+//!     let mut reader = BufReader::new(Cursor::new(unread).chain(stream));
 //!     let mut line = String::new();
 //!     loop {
 //!         tokio::select! {
 //!             signal = movable.signal() => match signal {
 //!                 Signal::HandOver => {
-//!                     let unread = reader.buffer().to_vec();
-//!                     match movable.hand_over(reader.into_inner(), &unread, &count).await {
+//!                     // Not answered yet, in order: a partly read line (`read_line` keeps
+//!                     // what it read when cancelled), the buffer, what is left of `unread`.
+//!                     let mut left = std::mem::take(&mut line).into_bytes();
+//!                     left.extend_from_slice(reader.buffer());
+//!                     let (cursor, stream) = reader.into_inner().into_inner();
+//!                     left.extend_from_slice(&cursor.get_ref()[cursor.position() as usize..]);
+//!                     match movable.hand_over(stream, &left, &count).await {
 //!                         Ok(()) => return, // the successor serves it now
-//!                         Err(stream) => reader = BufReader::new(stream), // rolled back
+//!                         // Rolled back: serve on here, `left` first.
+//!                         Err(stream) => reader = BufReader::new(Cursor::new(left).chain(stream)),
 //!                     }
 //!                 }
 //!                 Signal::Stop => return,
@@ -35,23 +42,25 @@
 //!             read = reader.read_line(&mut line) => {
 //!                 if !matches!(read, Ok(n) if n > 0) { return }
 //!                 count += 1;
-//!                 let _ = reader.get_mut().write_all(line.as_bytes()).await;
+//!                 let _ = reader.get_mut().get_mut().1.write_all(line.as_bytes()).await;
 //!                 line.clear();
 //!             }
 //!         }
 //!     }
 //! }
 //!
-//! // In the successor, before accepting: the connections the previous process handed over.
-//! # async fn resume(hot: Hot) {
+//! // Old and new process alike: first the connections handed over, then new ones.
+//! # async fn run(hot: Hot, listener: tokio::net::TcpListener) {
 //! for moved in hot.handed_over::<u64>("echo") {
-//!     // moved.stream, moved.unread (parse these first), moved.state
-//! #   let _ = moved;
+//!     tokio::spawn(serve_one(moved.stream, moved.unread, moved.state, hot.movable("echo")));
+//! }
+//! while let Some((stream, movable)) = hot.accept_movable("echo", &listener).await {
+//!     tokio::spawn(serve_one(stream, Vec::new(), 0, movable));
 //! }
 //! # }
 //! ```
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -64,6 +73,9 @@ use crate::{Hot, WorkGuard};
 
 /// The most state one connection may carry to the successor.
 pub const MAX_CONNECTION_STATE: usize = 64 * 1024;
+
+/// The most unread bytes one connection may carry (a CONNECTIONS frame is at most 16 MiB).
+pub const MAX_UNREAD: usize = 1 << 20;
 
 /// What a [`Movable`] connection must do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,15 +286,31 @@ impl Movable {
                 return Err(stream);
             }
         };
-        let Ok(unread_len) = u32::try_from(unread.len()) else {
+        if unread.len() > MAX_UNREAD {
+            tracing::warn!(
+                bytes = unread.len(),
+                "a connection's unread bytes are more than {MAX_UNREAD}: it stays here"
+            );
             return Err(stream);
+        }
+        let unread_len = unread.len() as u32;
+        // The parcel owns a duplicate of the socket: if this future is dropped while parked
+        // (a `select!`, an aborted task), what is sent is still this connection, not a closed
+        // fd or whatever reused its number.
+        let owned = match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!("a connection's socket cannot be duplicated ({e}): it stays here");
+                return Err(stream);
+            }
         };
         let mut prefix = Vec::with_capacity(4 + unread.len() + state.len());
         prefix.extend_from_slice(&unread_len.to_le_bytes());
         prefix.extend_from_slice(unread);
         prefix.extend_from_slice(&state);
         let Some(ticket) = self.hot.connections().outbox.park(Parcel {
-            fd: stream.as_raw_fd(),
+            fd: owned.as_raw_fd(),
+            _owned: Some(owned),
             key: self.key.clone(),
             prefix,
         }) else {
@@ -293,8 +321,15 @@ impl Movable {
             self.guard = Some(guard.into_parked());
         }
         match ticket.verdict().await {
-            Verdict::Moved => Ok(()),
+            Verdict::Moved => {
+                // The successor serves it: nothing here to wait for any more.
+                self.guard = None;
+                Ok(())
+            }
             Verdict::Kept | Verdict::Pending => {
+                // Served here again only once the rollback is over: the successor is dead
+                // (it no longer reads this socket) and the `on_rollback` hooks have run.
+                let _ = self.phase.wait_for(|p| *p != Phase::Quiesced).await;
                 self.set_long_lived(false);
                 Err(stream)
             }

@@ -7,6 +7,17 @@ pub use crate::lifecycle::{run_main, MainOptions};
 pub use crate::snapshot::{SnapshotReader, SnapshotWriter, State};
 pub use crate::Error;
 
+/// Runs a plain `fn` hook on a blocking thread, so that its time limit holds even if it blocks
+/// (the thread is left to finish; the restart goes on without it).
+pub async fn run_blocking(
+    hook: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Result<(), String> {
+    match tokio::task::spawn_blocking(hook).await {
+        Ok(result) => result,
+        Err(e) => Err(format!("the hook panicked: {e}")),
+    }
+}
+
 /// What a `#[persist]` field's type must be, for the one error a field that is not gets.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a `#[persist]` field: it is neither a serde type nor a lock around one",

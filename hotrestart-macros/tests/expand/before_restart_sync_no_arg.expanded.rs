@@ -19,8 +19,11 @@ const _: () = {
         ::core::result::Result<(), ::std::string::String>,
     > {
         ::std::boxed::Box::pin(async move {
-            let __hotrestart_out = flush();
-            ::hotrestart::__private::HookOutput::into_result(__hotrestart_out)
+            ::hotrestart::__private::run_blocking(move || {
+                    let __hotrestart_out = flush();
+                    ::hotrestart::__private::HookOutput::into_result(__hotrestart_out)
+                })
+                .await
         })
     }
 };

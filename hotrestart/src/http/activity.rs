@@ -133,6 +133,9 @@ impl InFlight {
     pub(super) fn enter(activity: &Arc<Activity>) -> Self {
         // A new request head was parsed: hyper is past the previous request's body.
         activity.unread_body.store(false, Ordering::Relaxed);
+        // A request starting is activity too: an HTTP/2 connection whose client is sending is
+        // held for the requests that race its GOAWAY.
+        activity.touch();
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.announce();
         InFlight(activity.clone())

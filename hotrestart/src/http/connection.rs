@@ -70,6 +70,7 @@ async fn park(
 ) -> Parked {
     let Some(ticket) = hot.connections().outbox.park(Parcel {
         fd: *fd,
+        _owned: None,
         key: key.clone(),
         prefix,
     }) else {
@@ -114,6 +115,44 @@ async fn left_serving(phase: &mut tokio::sync::watch::Receiver<Phase>) {
 /// Whether connections are being handed over right now.
 fn handing_over(hot: &Hot, phase: &tokio::sync::watch::Receiver<Phase>) -> bool {
     *phase.borrow() == Phase::Quiesced && hot.connections().outbox.is_open()
+}
+
+/// How long an HTTP/2 connection that was busy a moment ago holds the snapshot after its
+/// GOAWAY, for the requests its client sent before it saw it (about a round trip; on loopback
+/// and in a data centre far less).
+const H2_RACE_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// What a request that starts after the snapshot gets: not served (its changes would be lost
+/// with this process), but refused with what its client retries — gRPC `UNAVAILABLE` (a
+/// trailers-only response), else `503` with `retry-after: 0` and `connection: close`.
+fn refuse_late<B>(req: &Request<B>) -> Response {
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let mut response = Response::new(axum::body::Body::empty());
+    if !grpc {
+        *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let headers = response.headers_mut();
+    if grpc {
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static("14"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("server%20restarting"),
+        );
+    } else {
+        headers.insert("retry-after", HeaderValue::from_static("0"));
+        if req.version() != Version::HTTP_2 {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    response
 }
 
 async fn connection<I, S>(
@@ -180,6 +219,11 @@ async fn connection<I, S>(
     let hot_for_requests = hot.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let http2 = req.version() == Version::HTTP_2;
+        let handover = hot_for_requests.connections();
+        let late = handover.snapshot_taken.load(Ordering::SeqCst).then(|| {
+            handover.refused_late.fetch_add(1, Ordering::Relaxed);
+            refuse_late(&req)
+        });
         let in_flight = InFlight::enter(&tracked);
         // Until its response is there, a request may change `#[persist]` state: the snapshot
         // waits for it (up to the snapshot timeout).
@@ -187,13 +231,18 @@ async fn connection<I, S>(
         // Handlers reach the lifecycle through their request (`hotrestart::Hot` and
         // `hotrestart::http::LongLived` are extractors).
         req.extensions_mut().insert(hot_for_requests.clone());
-        let response = app
-            .clone()
-            .call(req.map(|body| axum::body::Body::new(RequestBody::new(body, &tracked))));
+        let response = late.is_none().then(|| {
+            app.clone()
+                .call(req.map(|body| axum::body::Body::new(RequestBody::new(body, &tracked))))
+        });
         let tracked = tracked.clone();
         let hot = hot_for_requests.clone();
         async move {
-            let mut response = response.await?;
+            let mut response = match (response, late) {
+                (Some(response), _) => response.await?,
+                (None, Some(refusal)) => refusal,
+                (None, None) => unreachable!("a request is served or refused"),
+            };
             if !http2 && tracked.draining.load(Ordering::Acquire) {
                 // This process is stopping: the client's next request goes to the next
                 // process, on a new connection, instead of racing a close.
@@ -230,14 +279,22 @@ async fn connection<I, S>(
             _ = conn.as_mut() => return,
             _ = left_serving(&mut phase) => {}
         }
-        // Its requests still computing are live work of their own: the connection itself is
-        // long-lived from here, and does not hold the snapshot.
-        let _long_lived = guard.take().map(WorkGuard::into_long_lived);
         // GOAWAY (twice, as RFC 9113 §6.8 says: a first one announcing the shutdown, the last
         // one after a round trip with the real last stream id, so no request that raced it is
         // refused): streams in flight finish, the client opens its next connection elsewhere.
         // Event streams and gRPC streams are ended cleanly once this process stops.
         conn.as_mut().graceful_shutdown();
+        // Requests the client sent before it saw the GOAWAY still arrive, for about a round
+        // trip, and are served here: a connection busy a moment ago holds the snapshot that
+        // long (those requests are live work of their own), so that they are in it. After that
+        // the connection is long-lived and does not hold the snapshot; a request that still
+        // comes is refused, retryable (`refuse_late`).
+        let window = activity.grace_left().min(H2_RACE_WINDOW);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tokio::time::sleep(window) => {}
+        }
+        let _long_lived = guard.take().map(WorkGuard::into_long_lived);
         if tokio::time::timeout(drain, conn).await.is_err() {
             hot.connections().connection_cut();
         }
@@ -297,6 +354,13 @@ async fn connection<I, S>(
             break false;
         };
         if !parks {
+            // A response of no known length that ends here: long-lived, it does not hold the
+            // snapshot (a request after it on this connection is refused, see `refuse_late`).
+            // Held to the end of the drain either way.
+            let _held = activity
+                .streaming
+                .load(Ordering::Acquire)
+                .then(|| guard.take().map(WorkGuard::into_long_lived));
             let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + drain);
             drain_http1(&hot, &activity, conn, deadline).await;
             return;

@@ -143,5 +143,15 @@ where
         );
     }
     hot.connections().report_cut("while draining");
+    let refused = hot
+        .connections()
+        .refused_late
+        .swap(0, std::sync::atomic::Ordering::Relaxed);
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "{refused} request(s) arrived after the snapshot (HTTP/2 streams that raced the GOAWAY, requests after a long-lived response): refused with 503 / gRPC UNAVAILABLE for their clients to retry, rather than served on a state no longer handed over"
+        );
+    }
     Ok(())
 }

@@ -304,18 +304,48 @@ impl TicketKeys {
         self.keys.read().unwrap().clone()
     }
 
-    /// The previous process's keys replace this one's.
+    /// The previous process's keys replace this one's — those still within their lifetime
+    /// (a state file read after a long stop brings back none that expired).
     pub(crate) fn import(&self, keys: Keys) {
-        *self.keys.write().unwrap() = keys;
+        let mut ours = self.keys.write().unwrap();
+        *ours = keys;
+        self.roll(&mut ours);
+    }
+
+    /// Rolls the keys forward to now: a current key older than [`ROTATION`] becomes the
+    /// previous one (or, older than twice that, is dropped with it), and a fresh one encrypts;
+    /// a previous key past its lifetime is dropped. Runs under the write lock, so two threads
+    /// crossing the boundary at once roll once.
+    fn roll(&self, keys: &mut Keys) {
+        let now = now();
+        let age = |k: &Key| now.saturating_sub(k.since);
+        if age(&keys.current) >= ROTATION.as_secs() {
+            let next = Key::fresh(&self.random, keys.current.id.wrapping_add(1));
+            let old = std::mem::replace(&mut keys.current, next);
+            keys.previous = (age(&old) < 2 * ROTATION.as_secs()).then_some(old);
+        }
+        if keys
+            .previous
+            .as_ref()
+            .is_some_and(|k| age(k) >= 2 * ROTATION.as_secs())
+        {
+            keys.previous = None;
+        }
     }
 
     fn rotate_if_due(&self) {
-        let due =
-            now().saturating_sub(self.keys.read().unwrap().current.since) >= ROTATION.as_secs();
+        let due = {
+            let keys = self.keys.read().unwrap();
+            let now = now();
+            now.saturating_sub(keys.current.since) >= ROTATION.as_secs()
+                || keys
+                    .previous
+                    .as_ref()
+                    .is_some_and(|k| now.saturating_sub(k.since) >= 2 * ROTATION.as_secs())
+        };
         if due {
-            let mut keys = self.keys.write().unwrap();
-            let next = Key::fresh(&self.random, keys.current.id.wrapping_add(1));
-            keys.previous = Some(std::mem::replace(&mut keys.current, next));
+            // Checked again under the write lock (`roll` decides from the keys it sees).
+            self.roll(&mut self.keys.write().unwrap());
         }
     }
 }
@@ -369,6 +399,8 @@ impl rustls::server::ProducesTickets for TicketKeys {
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        // An idle server's keys expire too: no ticket outlives its lifetime.
+        self.rotate_if_due();
         let id = u32::from_be_bytes(cipher.get(..4)?.try_into().ok()?);
         let nonce: [u8; NONCE_LEN] = cipher.get(4..4 + NONCE_LEN)?.try_into().ok()?;
         let keys = self.keys.read().unwrap();
@@ -412,5 +444,30 @@ mod tests {
         *forged.last_mut().unwrap() ^= 1;
         assert_eq!(successor.decrypt(&forged), None, "the tag is checked");
         assert!(!format!("{successor:?}").contains("secret"));
+    }
+
+    #[test]
+    fn keys_past_their_lifetime_decrypt_nothing_and_roll_once() {
+        let keys = TicketKeys::new();
+        let ticket = keys.encrypt(b"s").unwrap();
+        // The current key aged one rotation: it becomes the previous one, still decrypting.
+        keys.keys.write().unwrap().current.since -= ROTATION.as_secs();
+        let fresh = keys.encrypt(b"t").unwrap();
+        assert_eq!(keys.decrypt(&ticket).as_deref(), Some(&b"s"[..]));
+        let ids = |k: &TicketKeys| {
+            let k = k.keys.read().unwrap();
+            (k.current.id, k.previous.as_ref().map(|p| p.id))
+        };
+        assert_eq!(ids(&keys), (1, Some(0)), "rolled once");
+        // Both aged past twice the rotation (a state file read a month later): none survives.
+        let mut old = keys.export();
+        old.current.since -= 30 * 24 * 3600;
+        if let Some(p) = old.previous.as_mut() {
+            p.since -= 30 * 24 * 3600;
+        }
+        let successor = TicketKeys::new();
+        successor.import(old);
+        assert_eq!(successor.decrypt(&ticket), None);
+        assert_eq!(successor.decrypt(&fresh), None);
     }
 }

@@ -128,6 +128,11 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 }
             }
             drop(chan);
+            // This process's state is the live one again: requests are served, not refused.
+            inner
+                .handover
+                .snapshot_taken
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             // What the `before_restart` hooks closed is reopened before anything is accepted.
             if hooks_ran {
                 if let Some(ready) = inner.ready.get() {
@@ -262,6 +267,10 @@ impl Attempt {
             inner.options.hook_timeout,
         )
         .await;
+        inner
+            .handover
+            .snapshot_taken
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let frame = snapshot::encode_with(&*ready.save, |w| inner.save_internal(w))
             .map_err(Rollback::Snapshot)?;
         if hand_connections {

@@ -159,9 +159,15 @@ impl Inner {
 
     /// Reads them back, if the snapshot has them (a predecessor without TLS has none).
     pub(super) fn restore_internal(&self, _r: &mut crate::snapshot::SnapshotReader) -> Result<()> {
+        // Best effort: keys that do not decode (another layout) cost resumed sessions, not the
+        // handover or the application's state.
         #[cfg(feature = "tls")]
-        if let Some(keys) = _r.take_as(TLS_TICKET_KEYS, TLS_TICKET_KEYS_TYPE)? {
-            self.tickets.import(keys);
+        match _r.take_as(TLS_TICKET_KEYS, TLS_TICKET_KEYS_TYPE) {
+            Ok(Some(keys)) => self.tickets.import(keys),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "TLS session-ticket keys not restored ({e}): clients will do full handshakes"
+            ),
         }
         Ok(())
     }
