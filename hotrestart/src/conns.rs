@@ -16,11 +16,9 @@ use tokio::sync::watch;
 
 /// One parked connection, as the handover sends it.
 pub(crate) struct Parcel {
-    /// Borrowed: the parked task keeps the socket open until the verdict — or owned by
-    /// `owned`, for a parcel whose task may be cancelled meanwhile (a custom protocol's).
+    /// Borrowed: the parked task keeps the socket open until the verdict (a task cancelled
+    /// meanwhile gives it to [`Outbox::abandon`], so the number is never reused under it).
     pub(crate) fd: RawFd,
-    /// A duplicate of the socket that lives as long as the parcel.
-    pub(crate) _owned: Option<OwnedFd>,
     /// The listener's identity (its local address), the same in both processes.
     pub(crate) key: Arc<str>,
     /// Read from the connection, not parsed yet: the successor reads these first.
@@ -41,6 +39,9 @@ pub(crate) enum Verdict {
 /// The old process's side: connections parked during one handover.
 pub(crate) struct Outbox {
     round: Mutex<Round>,
+    /// Sockets of parked connections whose task went away after their parcel was taken to be
+    /// sent: kept open until the round is decided, so that the fd being sent is still theirs.
+    abandoned: Mutex<Vec<OwnedFd>>,
     /// The latest round and its verdict.
     verdict: watch::Sender<(u64, Verdict)>,
 }
@@ -92,6 +93,7 @@ impl Outbox {
                 parcels: Vec::new(),
             }),
             verdict: watch::Sender::new((0, Verdict::Kept)),
+            abandoned: Mutex::new(Vec::new()),
         }
     }
 
@@ -156,6 +158,23 @@ impl Outbox {
         let mut round = self.round.lock().unwrap();
         round.accepting = false;
         self.verdict.send_replace((round.id, verdict));
+        // What the successor needed of them is sent (or it is dead): closed now.
+        self.abandoned.lock().unwrap().clear();
+    }
+
+    /// A parked connection's task went away before the verdict: its parcel is withdrawn if it
+    /// has not been taken yet (and the socket closed), else the socket is kept open until the
+    /// round is decided.
+    pub(crate) fn abandon(&self, socket: OwnedFd) {
+        use std::os::fd::AsRawFd;
+        let mut round = self.round.lock().unwrap();
+        if round.accepting {
+            let fd = socket.as_raw_fd();
+            round.parcels.retain(|p| p.fd != fd);
+            return;
+        }
+        drop(round);
+        self.abandoned.lock().unwrap().push(socket);
     }
 }
 

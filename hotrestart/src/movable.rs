@@ -60,7 +60,7 @@
 //! # }
 //! ```
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -223,6 +223,23 @@ impl Hot {
     }
 }
 
+/// Holds a parked connection's socket while its task waits for the verdict; dropped early (the
+/// task cancelled), gives it to the outbox.
+struct Abandon<'h> {
+    stream: Option<tokio::net::TcpStream>,
+    hot: &'h Hot,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            if let Ok(std) = stream.into_std() {
+                self.hot.connections().outbox.abandon(std.into());
+            }
+        }
+    }
+}
+
 /// `unread length (u32 LE), unread, state`.
 fn split(prefix: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(prefix.get(..4)?.try_into().ok()?) as usize;
@@ -294,23 +311,13 @@ impl Movable {
             return Err(stream);
         }
         let unread_len = unread.len() as u32;
-        // The parcel owns a duplicate of the socket: if this future is dropped while parked
-        // (a `select!`, an aborted task), what is sent is still this connection, not a closed
-        // fd or whatever reused its number.
-        let owned = match stream.as_fd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!("a connection's socket cannot be duplicated ({e}): it stays here");
-                return Err(stream);
-            }
-        };
+
         let mut prefix = Vec::with_capacity(4 + unread.len() + state.len());
         prefix.extend_from_slice(&unread_len.to_le_bytes());
         prefix.extend_from_slice(unread);
         prefix.extend_from_slice(&state);
         let Some(ticket) = self.hot.connections().outbox.park(Parcel {
-            fd: owned.as_raw_fd(),
-            _owned: Some(owned),
+            fd: stream.as_raw_fd(),
             key: self.key.clone(),
             prefix,
         }) else {
@@ -320,7 +327,17 @@ impl Movable {
         if let Some(guard) = self.guard.take() {
             self.guard = Some(guard.into_parked());
         }
-        match ticket.verdict().await {
+        // Cancel safety: if this future is dropped while parked (a `select!`, an aborted
+        // task), the socket goes to the outbox instead of closing, so the fd being sent is
+        // still this connection, not whatever reused its number.
+        let mut parked = Abandon {
+            stream: Some(stream),
+            hot: &self.hot,
+        };
+        let verdict = ticket.verdict().await;
+        let stream = parked.stream.take().expect("held until the verdict");
+        drop(parked);
+        match verdict {
             Verdict::Moved => {
                 // The successor serves it: nothing here to wait for any more.
                 self.guard = None;

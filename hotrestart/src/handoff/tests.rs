@@ -66,13 +66,11 @@ async fn frames_refuse_oversized_lengths() {
 fn connections_round_trip_and_garbage() {
     let parcels = [
         Parcel {
-            _owned: None,
             fd: -1,
             key: "tcp:127.0.0.1:3000".into(),
             prefix: b"GET / HT".to_vec(),
         },
         Parcel {
-            _owned: None,
             fd: -1,
             key: "unix:/run/app.sock".into(),
             prefix: Vec::new(),
@@ -110,7 +108,6 @@ async fn connections_cross_a_socketpair_in_batches() {
         .iter()
         .enumerate()
         .map(|(i, (ours, _))| Parcel {
-            _owned: None,
             fd: ours.as_raw_fd(),
             key: format!("tcp:{i}").into(),
             prefix: prefix(i),

@@ -46,6 +46,9 @@ pub(super) struct Activity {
     /// gRPC stream): the connection is long-lived while it runs, and cannot park before its
     /// end.
     pub(super) streaming: AtomicBool,
+    /// A response has ended on this connection (so `last_us` is a response's end, not the
+    /// accept): its client sends requests one after the other.
+    pub(super) responded: AtomicBool,
     /// hyper's read waiting behind the parking gate.
     pub(super) reader: Mutex<Option<Waker>>,
     pub(super) changed: Notify,
@@ -63,6 +66,7 @@ impl Activity {
             unread_body: AtomicBool::new(false),
             open_bodies: AtomicU32::new(0),
             streaming: AtomicBool::new(false),
+            responded: AtomicBool::new(false),
             reader: Mutex::new(None),
             changed: Notify::new(),
         }
@@ -133,9 +137,6 @@ impl InFlight {
     pub(super) fn enter(activity: &Arc<Activity>) -> Self {
         // A new request head was parsed: hyper is past the previous request's body.
         activity.unread_body.store(false, Ordering::Relaxed);
-        // A request starting is activity too: an HTTP/2 connection whose client is sending is
-        // held for the requests that race its GOAWAY.
-        activity.touch();
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.announce();
         InFlight(activity.clone())
@@ -146,6 +147,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         // Its response, streamed or not, is over.
         self.0.streaming.store(false, Ordering::Release);
+        self.0.responded.store(true, Ordering::Release);
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.0.announce();

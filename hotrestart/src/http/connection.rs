@@ -70,7 +70,6 @@ async fn park(
 ) -> Parked {
     let Some(ticket) = hot.connections().outbox.park(Parcel {
         fd: *fd,
-        _owned: None,
         key: key.clone(),
         prefix,
     }) else {
@@ -285,11 +284,17 @@ async fn connection<I, S>(
         // Event streams and gRPC streams are ended cleanly once this process stops.
         conn.as_mut().graceful_shutdown();
         // Requests the client sent before it saw the GOAWAY still arrive, for about a round
-        // trip, and are served here: a connection busy a moment ago holds the snapshot that
+        // trip, and are served here: a connection that answered a request a moment ago (its
+        // client sends one after the other) holds the snapshot that
         // long (those requests are live work of their own), so that they are in it. After that
         // the connection is long-lived and does not hold the snapshot; a request that still
         // comes is refused, retryable (`refuse_late`).
-        let window = activity.grace_left().min(H2_RACE_WINDOW);
+        let window = if activity.responded.load(Ordering::Acquire) {
+            activity.grace_left().min(H2_RACE_WINDOW)
+        } else {
+            // Only long-lived streams so far (a `Watch`): nothing is sending requests.
+            std::time::Duration::ZERO
+        };
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = tokio::time::sleep(window) => {}
