@@ -9,7 +9,9 @@
 //! **Time limit.** Each hook runs for at most its `timeout` (macro argument; default
 //! [`DEFAULT_HOOK_TIMEOUT`]; `HOTRESTART_HOOK_TIMEOUT` overrides every hook's): past it its
 //! future is dropped, one line names it, and the restart (or the exit, or the return to
-//! serving) goes on — a hook prepares the handover, it does not hold the service.
+//! serving) goes on — a hook prepares the handover, it does not hold the service. A plain `fn`
+//! hook runs on a blocking thread, so that the limit holds even if it blocks; an `async fn`
+//! hook must await rather than block its thread.
 
 use std::any::{Any, TypeId};
 use std::future::Future;
