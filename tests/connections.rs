@@ -509,3 +509,34 @@ fn a_connection_whose_request_body_is_still_held_unfinished_is_not_handed_over()
     );
     assert_eq!(svc.count(), 0, "no body byte was executed as a request");
 }
+
+#[test]
+fn a_streaming_response_runs_to_its_end_when_the_restart_rolls_back() {
+    use std::io::Read;
+    // A drain timeout far shorter than the stream: were its clock started at the quiescence,
+    // the rolled-back process would cut the stream it serves on.
+    let svc = Service::start_faulty(&[("HOTRESTART_DRAIN_TIMEOUT", "300ms")]);
+    let old = svc.pid();
+    let mut stream = TcpStream::connect(svc.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /stream/2 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 256];
+    assert!(stream.read(&mut first).unwrap() > 0);
+    // A build whose `hits` changed type: it refuses the snapshot, after the quiescence.
+    svc.replace_binary(&std::fs::read(example("counter_incompatible")).unwrap());
+    svc.signal(old, libc::SIGHUP);
+    let status = svc.wait_rollbacks(1);
+    assert!(status.rollbacks()[0].contains("rejected"), "{status:?}");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let all = String::from_utf8_lossy(&rest);
+    assert!(
+        all.contains("line 19"),
+        "the stream ran to its end in the process that serves on: {all:?}"
+    );
+    assert_eq!(svc.pid(), old);
+}

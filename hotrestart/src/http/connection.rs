@@ -300,8 +300,9 @@ async fn connection<I, S>(
             _ = tokio::time::sleep(window) => {}
         }
         let _long_lived = guard.take().map(WorkGuard::into_long_lived);
-        if tokio::time::timeout(drain, conn).await.is_err() {
-            hot.connections().connection_cut();
+        tokio::select! {
+            _ = conn => {}
+            _ = after_stop(&hot, drain) => hot.connections().connection_cut(),
         }
         return;
     }
@@ -362,12 +363,14 @@ async fn connection<I, S>(
             // A response of no known length that ends here: long-lived, it does not hold the
             // snapshot (a request after it on this connection is refused, see `refuse_late`).
             // Held to the end of the drain either way.
-            let _held = activity
-                .streaming
-                .load(Ordering::Acquire)
-                .then(|| guard.take().map(WorkGuard::into_long_lived));
-            let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + drain);
-            drain_http1(&hot, &activity, conn, deadline).await;
+            let long_lived = activity.streaming.load(Ordering::Acquire);
+            let _held = long_lived.then(|| guard.take().map(WorkGuard::into_long_lived));
+            if long_lived {
+                drain_http1(&hot, &activity, conn, after_stop(&hot, drain)).await;
+            } else {
+                let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + drain);
+                drain_http1(&hot, &activity, conn, tokio::time::sleep_until(deadline)).await;
+            }
             return;
         }
         let parts = conn
@@ -397,10 +400,11 @@ async fn connection<I, S>(
 
 /// The connection ends here: responses say `connection: close`, a client that was just
 /// active gets [`IDLE_GRACE`] to send its next request, and the drain timeout bounds it all.
-async fn drain_http1<C>(hot: &Hot, activity: &Activity, mut conn: C, deadline: tokio::time::Instant)
+async fn drain_http1<C>(hot: &Hot, activity: &Activity, mut conn: C, cut: impl Future<Output = ()>)
 where
     C: Future + Unpin + GracefulShutdown,
 {
+    tokio::pin!(cut);
     activity.draining.store(true, Ordering::Release);
     loop {
         let in_flight = activity.in_flight.load(Ordering::Acquire);
@@ -408,25 +412,33 @@ where
         if in_flight == 0 && grace.is_zero() {
             break;
         }
-        let wake = if in_flight == 0 {
-            tokio::time::Instant::now() + grace
-        } else {
-            deadline
-        };
+        // Idle: its grace; busy: until its response is out, or the cut.
+        let idle_until = (in_flight == 0).then(|| tokio::time::Instant::now() + grace);
         tokio::select! {
             _ = &mut conn => return,
             _ = activity.changed.notified() => {}
-            _ = tokio::time::sleep_until(wake.min(deadline)) => {
-                if tokio::time::Instant::now() >= deadline {
-                    break;
+            _ = &mut cut => break,
+            _ = async {
+                match idle_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-            }
+            } => {}
         }
     }
     conn.shutdown();
-    if tokio::time::timeout_at(deadline, conn).await.is_err() {
-        hot.connections().connection_cut();
+    tokio::select! {
+        _ = conn => {}
+        _ = &mut cut => hot.connections().connection_cut(),
     }
+}
+
+/// The hard end of a long-lived connection: `drain` after this process stops — not after a
+/// quiescence, which a rollback may undo (the process then serves on, and so does the stream).
+async fn after_stop(hot: &Hot, drain: std::time::Duration) {
+    let mut stopping = hot.stopping_signal();
+    let _ = stopping.wait_for(|s| *s).await;
+    tokio::time::sleep(drain).await;
 }
 
 /// hyper's `graceful_shutdown`, named so [`drain_http1`] can be written once.
