@@ -74,10 +74,10 @@ impl<T: Persist> ViaSerde<T> for &&&Field<T> {
 }
 
 /// A lock whose guard serde cannot take: the inner value is stored under the lock's type name
-/// (so changing the lock is a type change, reported, never reinterpreted). The lock is taken
-/// without waiting: the snapshot runs after the old process quiesced, when no request holds it;
-/// a task that still does (a long-lived connection) makes the snapshot fail, and the restart
-/// roll back, rather than wait.
+/// (so changing the lock is a type change, reported, never reinterpreted). The snapshot runs
+/// after the old process quiesced, when no request holds the lock; a task that still does (a
+/// long-lived connection, a background refresher) is waited for up to 200 ms, past which the
+/// snapshot fails and the restart rolls back.
 pub trait ViaLock<L> {
     /// Nothing to check.
     fn persist_check(&self) {}
@@ -85,6 +85,28 @@ pub trait ViaLock<L> {
     fn persist_save(&self, w: &mut SnapshotWriter<'_>, name: &str, v: &L) -> Result<(), Error>;
     /// Takes the field, if the snapshot has it, in a new lock.
     fn persist_take(&self, r: &mut SnapshotReader, name: &str) -> Result<Option<L>, Error>;
+}
+
+/// How long the snapshot retries a lock held (or, for tokio's fair `RwLock`, waited for by a
+/// writer) when it is taken: the lock's holder is a task the snapshot does not wait for, which
+/// usually lets go within microseconds. The snapshot runs while nobody is accepted, so the wait
+/// is bounded; past it the snapshot fails and the restart rolls back (or, at an exit, the state
+/// file is not written, with a line saying so).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `attempt` until it gives a guard, for up to [`LOCK_PATIENCE`]. The snapshot is synchronous
+/// (encoded in one go): a short sleep between attempts, not an `.await`.
+fn patiently<G>(mut attempt: impl FnMut() -> Option<G>) -> Option<G> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(guard) = attempt() {
+            return Some(guard);
+        }
+        if start.elapsed() >= LOCK_PATIENCE {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn locked(name: &str) -> Error {
@@ -104,7 +126,7 @@ macro_rules! via_lock {
                 name: &str,
                 $v: &$lock,
             ) -> Result<(), Error> {
-                let guard = $guard.ok_or_else(|| locked(name))?;
+                let guard = patiently(|| $guard).ok_or_else(|| locked(name))?;
                 w.field_as(name, core::any::type_name::<$lock>(), &*guard)
             }
             fn persist_take(
