@@ -360,20 +360,10 @@ fn wait_read_by_server(svc: &Service, c: &Client) {
 
 #[test]
 fn a_streaming_response_does_not_hold_the_snapshot_and_finishes_in_the_old_process() {
-    use std::io::Read;
     let svc = Service::start_faulty(&[]);
     let old = svc.pid();
-    let mut stream = TcpStream::connect(svc.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     // 30 lines over 3 s: a response of no known length, long-lived.
-    stream
-        .write_all(b"GET /stream/3 HTTP/1.1\r\nhost: test\r\n\r\n")
-        .unwrap();
-    let mut got = vec![0u8; 4096];
-    let n = stream.read(&mut got).unwrap();
-    got.truncate(n);
+    let (mut stream, mut got) = svc.open_stream(3);
     svc.signal(old, libc::SIGHUP);
     // The successor serves while the stream still runs in the old process: the snapshot did
     // not wait for it.
@@ -517,15 +507,7 @@ fn a_streaming_response_runs_to_its_end_when_the_restart_rolls_back() {
     // the rolled-back process would cut the stream it serves on.
     let svc = Service::start_faulty(&[("HOTRESTART_DRAIN_TIMEOUT", "300ms")]);
     let old = svc.pid();
-    let mut stream = TcpStream::connect(svc.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /stream/2 HTTP/1.1\r\nhost: test\r\n\r\n")
-        .unwrap();
-    let mut first = [0u8; 256];
-    assert!(stream.read(&mut first).unwrap() > 0);
+    let (mut stream, _) = svc.open_stream(2);
     // A build whose `hits` changed type: it refuses the snapshot, after the quiescence.
     svc.replace_binary(&std::fs::read(example("counter_incompatible")).unwrap());
     svc.signal(old, libc::SIGHUP);

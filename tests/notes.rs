@@ -27,29 +27,9 @@ fn post(svc: &Service, text: &str) -> Result<Response, String> {
 
 /// `GET /notes/{id}`: (status, pid, x-cache, body).
 fn read(svc: &Service, id: u64) -> (u16, u32, String, String) {
-    let raw = raw_get(svc.addr(), &format!("/notes/{id}"));
-    let cache = raw
-        .lines()
-        .find_map(|l| l.strip_prefix("x-cache: "))
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    let r = parse_response(raw.as_bytes()).unwrap();
+    let r = get(svc.addr(), &format!("/notes/{id}")).unwrap();
+    let cache = r.header("x-cache").unwrap_or("").to_owned();
     (r.status, r.pid, cache, r.body)
-}
-
-fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 fn count(svc: &Service) -> u64 {

@@ -3,7 +3,7 @@
 
 use hotrestart_testkit as common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -154,17 +154,7 @@ fn restart_storm_never_has_more_than_three_generations_alive() {
 
 /// Opens a response that would stream for a minute and reads its first bytes.
 fn open_long_stream(svc: &Service) -> TcpStream {
-    let mut stream = TcpStream::connect(svc.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    stream
-        .write_all(b"GET /stream/60 HTTP/1.1\r\nhost: test\r\n\r\n")
-        .unwrap();
-    let mut first = [0u8; 256];
-    let n = stream.read(&mut first).unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
-    stream
+    svc.open_stream(60).0
 }
 
 #[test]

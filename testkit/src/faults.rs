@@ -76,3 +76,25 @@ pub fn file_size_limit(bytes: u64) -> PreExec {
         Ok(())
     })
 }
+
+impl Service {
+    /// Opens `GET /stream/{secs}` of the `faulty` example (a line every 100 ms: a response of
+    /// no known length) and reads its first bytes, which it returns with the open connection.
+    pub fn open_stream(&self, secs: u64) -> (std::net::TcpStream, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
+        write!(stream, "GET /stream/{secs} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+        let mut first = vec![0u8; 4096];
+        let n = stream.read(&mut first).unwrap();
+        first.truncate(n);
+        assert!(
+            String::from_utf8_lossy(&first).contains("200 OK"),
+            "{:?}",
+            String::from_utf8_lossy(&first)
+        );
+        (stream, first)
+    }
+}

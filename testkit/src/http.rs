@@ -13,7 +13,19 @@ use crate::keepalive;
 pub struct Response {
     pub status: u16,
     pub pid: u32,
+    /// Every header, names lowercased.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Response {
+    /// The value of header `name` (lowercase), if the response has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
@@ -61,6 +73,7 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     Ok(Response {
         status: reply.status,
         pid: reply.pid,
+        headers: reply.headers,
         body: reply.body,
     })
 }

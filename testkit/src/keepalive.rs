@@ -42,6 +42,8 @@ pub struct Reply {
     pub pid: u32,
     /// The server said `connection: close`.
     pub close: bool,
+    /// Every header, names lowercased.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -61,6 +63,7 @@ pub fn read_reply<R: BufRead>(reader: &mut R) -> Result<Reply, String> {
         .and_then(|s| s.parse().ok())
         .ok_or(format!("bad status line {line:?}"))?;
     let (mut length, mut pid, mut close, mut chunked) = (0usize, 0u32, false, false);
+    let mut headers = Vec::new();
     loop {
         line.clear();
         if reader
@@ -76,6 +79,7 @@ pub fn read_reply<R: BufRead>(reader: &mut R) -> Result<Reply, String> {
         }
         let (k, v) = header.split_once(':').ok_or("bad header")?;
         let v = v.trim();
+        headers.push((k.to_ascii_lowercase(), v.to_owned()));
         if k.eq_ignore_ascii_case("content-length") {
             length = v.parse().map_err(|_| "bad content-length")?;
         } else if k.eq_ignore_ascii_case("x-pid") {
@@ -108,6 +112,7 @@ pub fn read_reply<R: BufRead>(reader: &mut R) -> Result<Reply, String> {
             status,
             pid,
             close,
+            headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
@@ -119,6 +124,7 @@ pub fn read_reply<R: BufRead>(reader: &mut R) -> Result<Reply, String> {
         status,
         pid,
         close,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
