@@ -244,3 +244,32 @@ fn a_broken_certificate_rolls_the_restart_back_and_https_serves_on() {
     let (code, body, answered) = curl(port, &ca, "GET", "/count", "5");
     assert_eq!((code, body.as_str(), answered), (0, "1", new));
 }
+
+#[test]
+fn alpn_serves_http2_over_tls_and_a_restart_keeps_answering() {
+    let Some((svc, port, ca)) = https_counter(&[]) else {
+        return;
+    };
+    let version = || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                "--http2",
+                "--max-time",
+                "5",
+                "--cacert",
+            ])
+            .arg(&ca)
+            .arg(format!("https://127.0.0.1:{port}/count"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(version(), "2 200", "ALPN h2");
+    svc.hot_restart();
+    assert_eq!(version(), "2 200", "ALPN h2, from the successor");
+}
