@@ -187,6 +187,12 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
         let via = via(ty);
         quote_spanned!(ty.span()=> #via.persist_save(#w, #key, &self.#ident)?;)
     });
+    let visit = format_ident!("__hotrestart_visit");
+    let tracked = fields.iter().map(|Persisted { ident, ty }| {
+        let key = key(ident);
+        let via = via(ty);
+        quote_spanned!(ty.span()=> #via.persist_tracked(#visit, #key, &self.#ident);)
+    });
     let locals: Vec<Ident> = fields
         .iter()
         .map(|f| format_ident!("__hotrestart_{}", f.ident.unraw()))
@@ -213,7 +219,9 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
     quote! {
         const _: () = {
             #[allow(unused_imports)]
-            use #krate::__private::{Unsupported as _, ViaLock as _, ViaSerde as _};
+            use #krate::__private::{
+                NotTracked as _, Unsupported as _, ViaLock as _, ViaSerde as _, ViaTracked as _,
+            };
 
             fn __hotrestart_assert_persist #impl_generics () #where_clause {
                 #(#asserts)*
@@ -237,6 +245,17 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
                     #(#takes)*
                     #(#assigns)*
                     ::core::result::Result::Ok(())
+                }
+
+                fn tracked<'__hotrestart_a>(
+                    &'__hotrestart_a self,
+                    #visit: &mut dyn ::core::ops::FnMut(
+                        &'static str,
+                        &'__hotrestart_a dyn #krate::__private::Tracked,
+                    ),
+                ) {
+                    let _ = &#visit;
+                    #(#tracked)*
                 }
             }
         };

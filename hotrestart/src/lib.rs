@@ -67,6 +67,7 @@ mod snapshot;
 mod state_file;
 mod supervisor;
 mod sys;
+mod tracked;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -82,3 +83,4 @@ pub use options::{
     Options, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT,
 };
 pub use snapshot::{SnapshotReader, SnapshotWriter, State, FORMAT_VERSION};
+pub use tracked::{BytesRead, TrackedBytes, TrackedMap};

@@ -48,6 +48,11 @@ pub struct Options {
     /// instead of closing them (`HOTRESTART_HAND_OVER_CONNECTIONS=0` turns it off).
     /// Default: on.
     pub hand_over_connections: bool,
+    /// Copy [`TrackedMap`](crate::TrackedMap) and [`TrackedBytes`](crate::TrackedBytes) fields
+    /// to the successor while this process still serves, so that only what changed meanwhile
+    /// is copied after the quiesce (`HOTRESTART_PRECOPY=0` turns it off: they are then copied
+    /// whole in the snapshot). Default: on.
+    pub precopy: bool,
 }
 
 impl Default for Options {
@@ -60,6 +65,7 @@ impl Default for Options {
             control_socket: None,
             watch_exe: false,
             hand_over_connections: true,
+            precopy: true,
             hook_timeout: None,
             tls_handshake_timeout: None,
         }

@@ -5,6 +5,7 @@ pub use linkme;
 pub use crate::hooks::{BoxFuture, Hook, HookContext, HookOutput, HookWhen, HOOKS};
 pub use crate::lifecycle::{run_main, MainOptions};
 pub use crate::snapshot::{SnapshotReader, SnapshotWriter, State};
+pub use crate::tracked::{Receiver, Tracked};
 pub use crate::Error;
 
 /// Runs a plain `fn` hook on a blocking thread, so that its time limit holds even if it blocks
@@ -167,6 +168,42 @@ via_lock!(
     |v| v.try_read(),
     parking_lot::RwLock::new
 );
+
+/// A field that can be copied while it changes ([`Tracked`]): handed to the pre-copy.
+pub trait ViaTracked<T> {
+    /// Gives the field to `visit`.
+    fn persist_tracked<'a>(
+        &self,
+        visit: &mut dyn FnMut(&'static str, &'a dyn Tracked),
+        name: &'static str,
+        v: &'a T,
+    );
+}
+
+impl<T: Tracked> ViaTracked<T> for &&&Field<T> {
+    fn persist_tracked<'a>(
+        &self,
+        visit: &mut dyn FnMut(&'static str, &'a dyn Tracked),
+        name: &'static str,
+        v: &'a T,
+    ) {
+        visit(name, v)
+    }
+}
+
+/// Any other field: copied whole in the snapshot, after the quiesce.
+pub trait NotTracked<T> {
+    /// Nothing to give.
+    fn persist_tracked<'a>(
+        &self,
+        _: &mut dyn FnMut(&'static str, &'a dyn Tracked),
+        _: &'static str,
+        _: &'a T,
+    ) {
+    }
+}
+
+impl<T> NotTracked<T> for &&Field<T> {}
 
 /// Anything else: the check fails (once, with [`Persist`]'s message); the rest never runs.
 pub trait Unsupported<T> {

@@ -33,6 +33,8 @@ pub(crate) const ENV_CONTROL_SOCKET: &str = "HOTRESTART_CONTROL_SOCKET";
 pub(crate) const ENV_WATCH_EXE: &str = "HOTRESTART_WATCH_EXE";
 /// Operator setting: `0` to close idle connections at a handover instead of handing them over.
 pub(crate) const ENV_HAND_OVER_CONNECTIONS: &str = "HOTRESTART_HAND_OVER_CONNECTIONS";
+/// Operator setting: `0` to copy tracked fields whole in the snapshot instead of pre-copying.
+pub(crate) const ENV_PRECOPY: &str = "HOTRESTART_PRECOPY";
 /// Operator setting: `1`, `0` or `auto` (default): whether the first process becomes a
 /// supervisor that stays while generations come and go (see `supervisor/mod.rs`).
 pub(crate) const ENV_SUPERVISOR: &str = "HOTRESTART_SUPERVISOR";

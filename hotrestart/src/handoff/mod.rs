@@ -44,6 +44,12 @@ pub(crate) const TAG_READY: u8 = 4;
 pub(crate) const TAG_REJECT: u8 = 5;
 pub(crate) const TAG_CONNECTIONS: u8 = 6;
 pub(crate) const TAG_PLAN: u8 = 7;
+/// Old → successor, before the quiesce: the tracked fields it can pre-copy.
+pub(crate) const TAG_PRECOPY: u8 = 8;
+/// Successor → old: the offered fields it takes.
+pub(crate) const TAG_PRECOPY_ACCEPT: u8 = 9;
+/// Old → successor: one piece of a pre-copied field.
+pub(crate) const TAG_PIECE: u8 = 10;
 
 /// PREPARED payload bit: "send me your idle connections after the snapshot".
 pub(crate) const CAP_CONNECTIONS: u8 = 1;
@@ -55,6 +61,8 @@ pub(crate) const CAPS_WITH_CONNECTIONS: u8 = CAP_CONNECTIONS | CAP_CUSTOM;
 /// PREPARED payload bit: "I announce myself to the supervisor". A successor of a version
 /// without a supervisor does not; its predecessor announces it at the commit instead.
 pub(crate) const CAP_ANNOUNCES: u8 = 2;
+/// PREPARED payload bit: "pre-copy your tracked fields to me before you quiesce".
+pub(crate) const CAP_PRECOPY: u8 = 8;
 /// Largest CONNECTIONS frame.
 pub(crate) const MAX_CONNECTIONS_FRAME: u64 = 16 << 20;
 /// A batch is cut once its payload passes this size (each connection's unparsed bytes are at
@@ -88,6 +96,9 @@ pub(crate) fn tag_name(tag: u8) -> &'static str {
         TAG_REJECT => "REJECT",
         TAG_CONNECTIONS => "CONNECTIONS",
         TAG_PLAN => "PLAN",
+        TAG_PRECOPY => "PRECOPY",
+        TAG_PRECOPY_ACCEPT => "PRECOPY_ACCEPT",
+        TAG_PIECE => "PIECE",
         _ => "unknown",
     }
 }

@@ -135,6 +135,9 @@ where
     if let Some(flag) = adopted.operator_value(sys::ENV_HAND_OVER_CONNECTIONS) {
         options.hand_over_connections = !(flag == "0" || flag == "false");
     }
+    if let Some(flag) = adopted.operator_value(sys::ENV_PRECOPY) {
+        options.precopy = !(flag == "0" || flag == "false");
+    }
     if let Some(path) = adopted.operator_value(sys::ENV_STATE_FILE) {
         options.state_file = if path.is_empty() {
             None

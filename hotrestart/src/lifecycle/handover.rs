@@ -16,6 +16,7 @@ use crate::hooks::{self, HookContext, HookReason, HookWhen};
 use crate::snapshot;
 use crate::sys;
 
+use super::precopy::{self, PreCopy};
 use super::{millis, Inner, Restarted};
 
 /// A spawned successor; killed and reaped unless the handover commits.
@@ -59,6 +60,7 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
             state_bytes,
             connections,
             announces,
+            precopied,
         }) => {
             inner.handover.outbox.decide(Verdict::Moved);
             let pid = successor.as_ref().map_or(0, |s: &Successor| s.pid);
@@ -90,6 +92,8 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 accept_gap: quiesced_at.map_or(Duration::ZERO, |q: Instant| q.elapsed()),
                 state_bytes,
                 connections,
+                precopy_rounds: precopied.rounds,
+                precopy_bytes: precopied.bytes,
             };
             tracing::info!(
                 old_pid = restarted.old_pid,
@@ -99,6 +103,10 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 accept_gap_ms = millis(restarted.accept_gap),
                 state_bytes,
                 connections,
+                precopy_rounds = precopied.rounds,
+                precopy_bytes = precopied.bytes,
+                precopy_ms = millis(precopied.elapsed),
+                last_delta_bytes = precopied.last_delta,
                 "handed over to pid {}",
                 restarted.new_pid
             );
@@ -233,6 +241,41 @@ impl Attempt {
                 planned & handoff::CAP_CUSTOM != 0,
             );
         }
+        // Tracked fields are copied now, while this process still serves, round after
+        // round; only what changed after the last one is sent after the quiesce.
+        let window = (deadline, inner.options.ready_timeout);
+        let fields = precopy::tracked(&*ready.save);
+        let mut precopy = None;
+        if inner.options.precopy && capabilities & handoff::CAP_PRECOPY != 0 && !fields.is_empty() {
+            let offered = watched(
+                child,
+                pid,
+                Stage::Precopy,
+                window,
+                PreCopy::offer(chan, fields),
+            );
+            precopy = match offered.await {
+                Ok(taken) => taken,
+                Err(why) => return Err(rejected_or(chan, pid, why).await),
+            };
+        }
+        let mut precopied = Precopied::default();
+        if let Some(p) = &mut precopy {
+            let left = watched(child, pid, Stage::Precopy, window, p.rounds(chan)).await;
+            let left = match left {
+                Ok(left) => left,
+                Err(why) => return Err(rejected_or(chan, pid, why).await),
+            };
+            (precopied.rounds, precopied.bytes, precopied.elapsed) = (p.rounds, p.bytes, p.elapsed);
+            tracing::debug!(
+                pid,
+                rounds = p.rounds,
+                precopy_bytes = p.bytes,
+                precopy_ms = millis(p.elapsed),
+                left,
+                "state pre-copied while serving"
+            );
+        }
         tracing::debug!(
             pid,
             init_ms = millis(started.elapsed()),
@@ -271,7 +314,15 @@ impl Attempt {
             .handover
             .snapshot_taken
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let frame = snapshot::encode_with(&*ready.save, |w| inner.save_internal(w))
+        let mut skip = Vec::new();
+        if let Some(p) = &mut precopy {
+            match watched(child, pid, Stage::Precopy, window, p.last_round(chan)).await {
+                Ok(sent) => precopied.last_delta = sent,
+                Err(why) => return Err(rejected_or(chan, pid, why).await),
+            }
+            skip = p.names();
+        }
+        let frame = snapshot::encode_without(&*ready.save, &skip, |w| inner.save_internal(w))
             .map_err(Rollback::Snapshot)?;
         if hand_connections {
             if let Err(e) = handoff::write_frame(chan, handoff::TAG_PLAN, &[planned]).await {
@@ -312,6 +363,7 @@ impl Attempt {
             state_bytes: frame.len(),
             connections,
             announces: capabilities & handoff::CAP_ANNOUNCES != 0,
+            precopied,
         })
     }
 }
@@ -322,6 +374,16 @@ struct Delivered {
     connections: usize,
     /// The successor announces itself to the supervisor.
     announces: bool,
+    precopied: Precopied,
+}
+
+/// What pre-copy sent: rounds and bytes while serving, then the last delta after the quiesce.
+#[derive(Default)]
+struct Precopied {
+    rounds: u32,
+    bytes: u64,
+    elapsed: Duration,
+    last_delta: u64,
 }
 
 fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Result<Child> {
@@ -354,6 +416,7 @@ fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Res
 enum Stage {
     Hello,
     Prepared,
+    Precopy,
     Plan,
     Snapshot,
     Connections,
@@ -376,6 +439,7 @@ impl std::fmt::Display for Stage {
         f.write_str(match self {
             Stage::Hello => "before HELLO",
             Stage::Prepared => "before PREPARED",
+            Stage::Precopy => "while receiving the pre-copied state",
             Stage::Plan => "before the snapshot",
             Stage::Snapshot => "while receiving the snapshot",
             Stage::Connections => "while receiving the connections",
@@ -459,10 +523,11 @@ impl std::fmt::Display for Rollback {
             }
             Rollback::Timeout {
                 pid,
-                stage: stage @ (Stage::Snapshot | Stage::Connections),
+                stage: stage @ (Stage::Precopy | Stage::Snapshot | Stage::Connections),
                 ready_timeout,
             } => {
                 let noun = match stage {
+                    Stage::Precopy => "the pre-copied state",
                     Stage::Snapshot => "the snapshot",
                     _ => "the connections",
                 };
@@ -541,6 +606,25 @@ async fn deliver(
         }
     };
     Err(rejected_or(chan, pid, why).await)
+}
+
+/// Runs `work` (a part of the protocol on the channel), watching the successor's exit and the
+/// deadline; the caller explains a failure with [`rejected_or`].
+async fn watched<T>(
+    child: &mut Child,
+    pid: u32,
+    stage: Stage,
+    (deadline, ready_timeout): (tokio::time::Instant, Duration),
+    work: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, Rollback> {
+    tokio::select! {
+        done = work => match done {
+            Ok(v) => Ok(v),
+            Err(e) => Err(broken(child, pid, stage, e).await),
+        },
+        status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
+        _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),
+    }
 }
 
 /// A successor that refuses sends REJECT and exits, possibly while the old process is still

@@ -31,6 +31,7 @@ use crate::{state_file, sys};
 mod entry;
 mod handover;
 mod inherit;
+mod precopy;
 mod takeover;
 mod trigger;
 
@@ -60,6 +61,10 @@ pub struct Restarted {
     pub state_bytes: usize,
     /// Open HTTP/1.1 connections handed to the successor.
     pub connections: usize,
+    /// Rounds of pre-copy sent while this process still served (0: none was made).
+    pub precopy_rounds: u32,
+    /// Bytes of pre-copy sent while this process still served.
+    pub precopy_bytes: u64,
 }
 
 /// Why this process is ending.

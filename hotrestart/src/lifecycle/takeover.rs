@@ -12,12 +12,18 @@ use crate::notify::Notifier;
 use crate::options::Options;
 use crate::snapshot::{ReadFailure, SnapshotReader, State};
 
+use super::precopy::{self, Refused};
 use super::{millis, Hot};
 use crate::handoff::MAX_SNAPSHOT;
 
 /// What a successor offers in PREPARED: it takes open connections if it can serve them (and
 /// its operator did not turn that off); it announces itself to its supervisor if it has one.
 fn capabilities(options: &Options, notifier: &Notifier) -> u8 {
+    let precopy = if options.precopy {
+        handoff::CAP_PRECOPY
+    } else {
+        0
+    };
     let connections = match (options.hand_over_connections, cfg!(feature = "http")) {
         (false, _) => 0,
         (true, true) => handoff::CAP_CONNECTIONS | handoff::CAP_CUSTOM,
@@ -28,7 +34,7 @@ fn capabilities(options: &Options, notifier: &Notifier) -> u8 {
     } else {
         0
     };
-    connections | announces
+    connections | announces | precopy
 }
 
 /// How long handed-over connections wait for a `serve` on their listener before being closed.
@@ -48,18 +54,41 @@ impl Hot {
         // PLAN frame before it. One that sends none (an older version, or hand-over turned off
         // there) sends SNAPSHOT right away, and no connections.
         let mut planned = 0u8;
+        // Tracked fields pre-copied while the previous process still serves (if it offers).
+        let mut receiving = precopy::Receiving::default();
         // No deadline of its own: the previous process has one (its ready timeout), and kills
         // this process when it passes; a channel that ends means it died (see below).
         let header = async {
-            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[offered]).await?;
-            let header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await?;
+            let cut = |e: std::io::Error| Refused::Cut(e.to_string());
+            handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[offered])
+                .await
+                .map_err(cut)?;
+            let mut header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT)
+                .await
+                .map_err(cut)?;
+            while matches!(header.0, handoff::TAG_PRECOPY | handoff::TAG_PIECE) {
+                let payload = handoff::read_frame_payload(&mut chan, header.1, MAX_SNAPSHOT)
+                    .await
+                    .map_err(cut)?;
+                if header.0 == handoff::TAG_PRECOPY {
+                    receiving.offered(&*state, &payload, &mut chan).await?;
+                } else {
+                    receiving.piece(&payload).map_err(Refused::Corrupt)?;
+                }
+                header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT)
+                    .await
+                    .map_err(cut)?;
+            }
             if header.0 != handoff::TAG_PLAN {
                 return Ok(header);
             }
-            let plan =
-                handoff::read_frame_payload(&mut chan, header.1, handoff::MAX_CONTROL).await?;
+            let plan = handoff::read_frame_payload(&mut chan, header.1, handoff::MAX_CONTROL)
+                .await
+                .map_err(cut)?;
             planned = plan.first().copied().unwrap_or(0) & offered & handoff::CAPS_WITH_CONNECTIONS;
-            handoff::read_frame_header(&mut chan, MAX_SNAPSHOT).await
+            handoff::read_frame_header(&mut chan, MAX_SNAPSHOT)
+                .await
+                .map_err(cut)
         }
         .await;
         let vanished = match header {
@@ -68,8 +97,9 @@ impl Hot {
                 chan = back;
                 match received {
                     Received::Snapshot(mut reader) => {
-                        let restored = state
-                            .restore(&mut reader)
+                        let restored = std::mem::take(&mut receiving)
+                            .stage(&mut reader)
+                            .and_then(|()| state.restore(&mut reader))
                             .and_then(|()| self.inner.restore_internal(&mut reader));
                         if let Err(e) = restored {
                             return Err(reject(&mut chan, "snapshot", e).await);
@@ -95,7 +125,8 @@ impl Hot {
                     Error::handoff(format!("expected SNAPSHOT, got {}", handoff::tag_name(tag)));
                 return Err(reject(&mut chan, "snapshot", e).await);
             }
-            Err(e) => Some(e.to_string()),
+            Err(Refused::Corrupt(e)) => return Err(reject(&mut chan, "pre-copied state", e).await),
+            Err(Refused::Cut(why)) => Some(why),
         };
         // The channel ended before the state came. If the previous process died (it is no
         // longer this process's parent), the state file is the best state left: serve on it.

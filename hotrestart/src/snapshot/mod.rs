@@ -40,6 +40,13 @@ pub trait State: Send + Sync + 'static {
     /// Replaces every `#[persist]` field found in the snapshot. Either all fields are
     /// replaced or, on error, none is.
     fn restore(&mut self, r: &mut SnapshotReader) -> Result<()>;
+    /// Calls `visit` with every `#[persist]` field that can be copied while it changes
+    /// ([`TrackedMap`](crate::TrackedMap), [`TrackedBytes`](crate::TrackedBytes)): the fields a
+    /// restart pre-copies. `#[derive(State)]` writes it; by default there are none.
+    #[doc(hidden)]
+    fn tracked<'a>(&'a self, visit: &mut dyn FnMut(&'static str, &'a dyn crate::tracked::Tracked)) {
+        let _ = visit;
+    }
 }
 
 impl State for () {
@@ -52,8 +59,14 @@ impl State for () {
 }
 
 /// Type name under which a `Vec<u8>` field is stored (and read back without serde).
-/// Type name under which a `Vec<u8>` field is stored (and read back without serde).
 const BLOB_TYPE: &str = "alloc::vec::Vec<u8>";
+/// Type name of a [`TrackedBytes`](crate::TrackedBytes) field, stored (and read back) as a blob.
+const TRACKED_BLOB_TYPE: &str = "hotrestart::tracked::bytes::TrackedBytes";
+
+/// Whether a field of this type is stored as a blob: its bytes after a postcard length.
+fn is_blob(type_name: &str) -> bool {
+    type_name == BLOB_TYPE || type_name == TRACKED_BLOB_TYPE
+}
 
 /// Serializes a state into a snapshot frame that borrows from it.
 #[cfg(test)]
@@ -66,7 +79,16 @@ pub(crate) fn encode_with<'a>(
     state: &'a dyn State,
     internal: impl FnOnce(&mut SnapshotWriter<'a>) -> Result<()>,
 ) -> Result<Snapshot<'a>> {
-    let mut w = SnapshotWriter::default();
+    encode_without(state, &[], internal)
+}
+
+/// [`encode_with`], leaving out the fields named in `skip` (pre-copied already).
+pub(crate) fn encode_without<'a>(
+    state: &'a dyn State,
+    skip: &[&'static str],
+    internal: impl FnOnce(&mut SnapshotWriter<'a>) -> Result<()>,
+) -> Result<Snapshot<'a>> {
+    let mut w = SnapshotWriter::skipping(skip.to_vec());
     state.save(&mut w)?;
     internal(&mut w)?;
     Ok(w.finish())

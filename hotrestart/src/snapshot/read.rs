@@ -6,7 +6,7 @@ use std::io::Read;
 
 use serde::de::DeserializeOwned;
 
-use super::{BLOB_TYPE, FORMAT_VERSION, HEADER_LEN, MAGIC};
+use super::{is_blob, BLOB_TYPE, FORMAT_VERSION, HEADER_LEN, MAGIC};
 use crate::error::{Error, Result};
 
 enum Value {
@@ -28,6 +28,8 @@ pub(super) struct Entry {
 /// A decoded snapshot; hands out fields by name.
 pub struct SnapshotReader {
     pub(super) fields: BTreeMap<String, Entry>,
+    /// Fields received by pre-copy, already of their own type.
+    staged: BTreeMap<String, Box<dyn Any + Send>>,
 }
 
 impl std::fmt::Debug for SnapshotReader {
@@ -166,7 +168,10 @@ impl SnapshotReader {
         if frame.crc.finalize() != crc {
             return Err(corrupt("checksum mismatch (corrupt data)".into()));
         }
-        Ok(SnapshotReader { fields })
+        Ok(SnapshotReader {
+            fields,
+            staged: BTreeMap::new(),
+        })
     }
 
     fn read_fields<R: Read>(
@@ -178,7 +183,7 @@ impl SnapshotReader {
             let name = frame.string("a field name")?;
             let type_name = frame.string("a type name")?;
             let len = u64::from_le_bytes(frame.array("a field length")?);
-            let value = if type_name == BLOB_TYPE && len > 0 {
+            let value = if is_blob(&type_name) && len > 0 {
                 let mut prefix = Vec::new();
                 while prefix.len() < 10
                     && prefix.last().is_none_or(|b| b & 0x80 != 0)
@@ -226,6 +231,16 @@ impl SnapshotReader {
         name: &str,
         expected: &str,
     ) -> Result<Option<T>> {
+        if let Some(staged) = self.staged.remove(name) {
+            let value: Box<dyn Any> = staged;
+            return match value.downcast::<T>() {
+                Ok(value) => Ok(Some(*value)),
+                Err(_) => Err(Error::Field {
+                    field: name.to_owned(),
+                    reason: "pre-copied as another type".into(),
+                }),
+            };
+        }
         let Some(entry) = self.fields.get_mut(name) else {
             tracing::info!(
                 field = name,
@@ -256,9 +271,22 @@ impl SnapshotReader {
                 let boxed: Box<dyn Any> = Box::new(bytes);
                 *boxed.downcast::<T>().expect("T is Vec<u8>")
             }
+            Value::Blob(declared, bytes)
+                if TypeId::of::<T>() == TypeId::of::<crate::TrackedBytes>()
+                    && expected == super::TRACKED_BLOB_TYPE =>
+            {
+                if declared != bytes.len() as u64 {
+                    return Err(field_error(
+                        "cannot decode: the byte string's length does not match".into(),
+                    ));
+                }
+                let boxed: Box<dyn Any> = Box::new(crate::TrackedBytes::from(bytes));
+                *boxed.downcast::<T>().expect("T is TrackedBytes")
+            }
             Value::Blob(..) => return Err(field_error("cannot decode: a byte string".into())),
             Value::Encoded(bytes) => {
-                let decoded = postcard::from_bytes(&bytes);
+                let decoded =
+                    crate::tracked::with_input_len(bytes.len(), || postcard::from_bytes(&bytes));
                 entry.value = Value::Encoded(bytes);
                 decoded.map_err(|e| field_error(format!("cannot decode: {e}")))?
             }
@@ -266,6 +294,12 @@ impl SnapshotReader {
         };
         entry.taken = true;
         Ok(Some(value))
+    }
+
+    /// Adds a field received by pre-copy: [`take`](Self::take) hands it out before the
+    /// snapshot's own fields.
+    pub(crate) fn stage(&mut self, name: &str, value: Box<dyn Any + Send>) {
+        self.staged.insert(name.to_owned(), value);
     }
 
     /// Names of the snapshot's fields that nobody took: removed from the program.

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 enum Part<'a> {
     Owned(Vec<u8>),
     Borrowed(&'a [u8]),
+    /// A [`TrackedBytes`]'s buffer, shared (a write meanwhile copies it first).
+    Shared(std::sync::Arc<Vec<u8>>),
 }
 
 impl Part<'_> {
@@ -17,6 +19,7 @@ impl Part<'_> {
         match self {
             Part::Owned(v) => v,
             Part::Borrowed(b) => b,
+            Part::Shared(b) => b,
         }
     }
 }
@@ -29,6 +32,8 @@ pub struct SnapshotWriter<'a> {
     parts: Vec<Part<'a>>,
     buf: Vec<u8>,
     count: u32,
+    /// Fields not to write: pre-copied to the successor already.
+    skip: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for SnapshotWriter<'_> {
@@ -40,25 +45,50 @@ impl std::fmt::Debug for SnapshotWriter<'_> {
 }
 
 impl<'a> SnapshotWriter<'a> {
+    pub(crate) fn skipping(skip: Vec<&'static str>) -> Self {
+        SnapshotWriter {
+            skip,
+            ..Default::default()
+        }
+    }
+
+    fn skipped(&self, name: &str) -> bool {
+        self.skip.iter().any(|s| *s == name)
+    }
+
     /// Writes one field. `T`'s type name is stored with it to detect type changes.
     ///
-    /// A `Vec<u8>` is not passed through serde one byte at a time: its bytes (the same as
-    /// postcard's) are sent from where they are.
+    /// A `Vec<u8>` (or a [`TrackedBytes`](crate::TrackedBytes)) is not passed through serde one
+    /// byte at a time: its bytes (the same as postcard's) are sent from where they are.
     pub fn field<T: Serialize + 'static>(&mut self, name: &str, value: &'a T) -> Result<()> {
-        if let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() {
-            put_str(&mut self.buf, name);
-            put_str(&mut self.buf, std::any::type_name::<T>());
-            let mut prefix = Vec::with_capacity(10);
-            put_varint(&mut prefix, bytes.len() as u64);
-            self.buf
-                .extend_from_slice(&((prefix.len() + bytes.len()) as u64).to_le_bytes());
-            self.buf.extend_from_slice(&prefix);
-            self.parts.push(Part::Owned(std::mem::take(&mut self.buf)));
-            self.parts.push(Part::Borrowed(bytes));
-            self.count += 1;
+        if self.skipped(name) {
+            return Ok(());
+        }
+        let any = value as &dyn Any;
+        if let Some(bytes) = any.downcast_ref::<Vec<u8>>() {
+            self.blob(name, std::any::type_name::<T>(), Part::Borrowed(bytes));
+            return Ok(());
+        }
+        if let Some(tracked) = any.downcast_ref::<crate::TrackedBytes>() {
+            let shared = tracked.share();
+            self.blob(name, std::any::type_name::<T>(), Part::Shared(shared));
             return Ok(());
         }
         self.field_as(name, std::any::type_name::<T>(), value)
+    }
+
+    fn blob(&mut self, name: &str, type_name: &str, bytes: Part<'a>) {
+        put_str(&mut self.buf, name);
+        put_str(&mut self.buf, type_name);
+        let len = bytes.bytes().len();
+        let mut prefix = Vec::with_capacity(10);
+        put_varint(&mut prefix, len as u64);
+        self.buf
+            .extend_from_slice(&((prefix.len() + len) as u64).to_le_bytes());
+        self.buf.extend_from_slice(&prefix);
+        self.parts.push(Part::Owned(std::mem::take(&mut self.buf)));
+        self.parts.push(bytes);
+        self.count += 1;
     }
 
     /// Writes one field under `type_name`, serialized now (the value need not outlive the
@@ -71,6 +101,9 @@ impl<'a> SnapshotWriter<'a> {
         type_name: &str,
         value: &T,
     ) -> Result<()> {
+        if self.skipped(name) {
+            return Ok(());
+        }
         put_str(&mut self.buf, name);
         put_str(&mut self.buf, type_name);
         let len_at = self.buf.len();

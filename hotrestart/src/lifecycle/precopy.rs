@@ -1,0 +1,257 @@
+//! Pre-copy: the old process copies its [`Tracked`] fields to the successor while it still
+//! serves, in rounds (everything, then what changed since), and stops accepting only for the
+//! last, small delta. Between PREPARED and the quiesce:
+//!
+//! ```text
+//! old                                        successor
+//!   PRECOPY [(name, type, len)]       ---->  (a receiver for each field it has, same type)
+//!                                     <----  PRECOPY_ACCEPT [index]
+//!   PIECE {index, piece} ...          ---->  applied as they arrive
+//!   (round after round, while serving, until what changed is small)
+//!   -- quiesce, hooks --
+//!   PIECE ... (the last round)        ---->
+//!   PLAN, SNAPSHOT (without the pre-copied fields), CONNECTIONS as before
+//! ```
+//!
+//! A successor that does not offer `CAP_PRECOPY` gets none of this: the fields travel whole
+//! in the snapshot, as they always did.
+
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use crate::error::{Error, Result};
+use crate::handoff;
+use crate::snapshot::{SnapshotReader, State};
+use crate::tracked::{Receiver, Tracked};
+
+/// A piece is cut once it passes this size (a map's part is never split).
+const PIECE_BUDGET: usize = 512 << 10;
+/// What changed may be left for the last round, after the quiesce, once it is this small.
+const CONVERGED: u64 = 256 << 10;
+/// At most this many rounds while serving (the first, whole one included).
+pub(crate) const MAX_ROUNDS: u32 = 10;
+
+/// The old process's pre-copy: the fields the successor took. Dropping it ends the recording
+/// of changes (the restart committed or rolled back).
+pub(super) struct PreCopy<'a> {
+    fields: Vec<(u16, &'static str, &'a dyn Tracked)>,
+    /// Rounds sent while serving.
+    pub(super) rounds: u32,
+    /// Bytes sent while serving.
+    pub(super) bytes: u64,
+    /// Time spent sending while serving.
+    pub(super) elapsed: Duration,
+}
+
+impl Drop for PreCopy<'_> {
+    fn drop(&mut self) {
+        for (_, _, field) in &self.fields {
+            field.stop();
+        }
+    }
+}
+
+/// The state's tracked fields.
+pub(super) fn tracked(state: &dyn State) -> Vec<(&'static str, &dyn Tracked)> {
+    let mut fields = Vec::new();
+    state.tracked(&mut |name, field| fields.push((name, field)));
+    fields
+}
+
+impl<'a> PreCopy<'a> {
+    /// Offers the tracked fields; `None` if the successor takes none of them.
+    pub(super) async fn offer(
+        chan: &mut UnixStream,
+        fields: Vec<(&'static str, &'a dyn Tracked)>,
+    ) -> std::io::Result<Option<PreCopy<'a>>> {
+        let offer: Vec<(&str, &str, u64)> = fields
+            .iter()
+            .map(|(name, f)| (*name, f.tracked_type(), f.len_hint()))
+            .collect();
+        let payload = postcard::to_stdvec(&offer).map_err(std::io::Error::other)?;
+        handoff::write_frame(chan, handoff::TAG_PRECOPY, &payload).await?;
+        let answer = handoff::read_frame(chan, handoff::MAX_CONTROL).await?;
+        if answer.tag != handoff::TAG_PRECOPY_ACCEPT {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "expected PRECOPY_ACCEPT, got {}",
+                    handoff::tag_name(answer.tag)
+                ),
+            ));
+        }
+        let accepted: Vec<u16> = postcard::from_bytes(&answer.payload).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("PRECOPY_ACCEPT: {e}"),
+            )
+        })?;
+        let taken: Vec<_> = fields
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| accepted.contains(&(*i as u16)))
+            .map(|(i, (name, field))| (i as u16, name, field))
+            .collect();
+        if taken.is_empty() {
+            return Ok(None);
+        }
+        for (_, _, field) in &taken {
+            field.start();
+        }
+        Ok(Some(PreCopy {
+            fields: taken,
+            rounds: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+        }))
+    }
+
+    /// The fields the snapshot leaves out.
+    pub(super) fn names(&self) -> Vec<&'static str> {
+        self.fields.iter().map(|(_, name, _)| *name).collect()
+    }
+
+    /// Rounds while serving: the first sends everything; each next one what changed since,
+    /// until that is small ([`CONVERGED`]), [`MAX_ROUNDS`] are spent, or a round left as much
+    /// to send as the one before (writes come as fast as they are copied).
+    pub(super) async fn rounds(&mut self, chan: &mut UnixStream) -> std::io::Result<u64> {
+        let started = Instant::now();
+        let mut before = u64::MAX;
+        loop {
+            self.bytes += self.round(chan).await?;
+            self.rounds += 1;
+            let pending = self.pending();
+            if pending <= CONVERGED || self.rounds >= MAX_ROUNDS || pending >= before {
+                self.elapsed = started.elapsed();
+                return Ok(pending);
+            }
+            before = pending;
+            for (_, _, field) in &self.fields {
+                field.next_round();
+            }
+        }
+    }
+
+    /// The last round, after the quiesce: everything that changed since it was sent.
+    pub(super) async fn last_round(&mut self, chan: &mut UnixStream) -> std::io::Result<u64> {
+        for (_, _, field) in &self.fields {
+            field.next_round();
+        }
+        self.round(chan).await
+    }
+
+    fn pending(&self) -> u64 {
+        self.fields.iter().map(|(_, _, f)| f.pending()).sum()
+    }
+
+    /// One round of every field, piece by piece; returns the bytes sent.
+    async fn round(&self, chan: &mut UnixStream) -> std::io::Result<u64> {
+        let mut sent = 0u64;
+        let mut buf = Vec::with_capacity(PIECE_BUDGET + (64 << 10));
+        for (index, _, field) in &self.fields {
+            loop {
+                buf.clear();
+                buf.extend_from_slice(&index.to_le_bytes());
+                let more = field
+                    .piece(&mut buf, PIECE_BUDGET)
+                    .map_err(std::io::Error::other)?;
+                if buf.len() > 2 {
+                    handoff::write_frame(chan, handoff::TAG_PIECE, &buf).await?;
+                    sent += buf.len() as u64;
+                }
+                if !more {
+                    break;
+                }
+                // Encoding is CPU work on a worker the service also serves on: let it in.
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(sent)
+    }
+}
+
+/// The successor's side: a receiver for each field it took, filled as the pieces arrive.
+#[derive(Default)]
+pub(super) struct Receiving {
+    fields: Vec<(u16, &'static str, Box<dyn Receiver>)>,
+    pieces: u64,
+    bytes: u64,
+}
+
+impl Receiving {
+    /// Answers a PRECOPY offer: takes each field this build has under the same type.
+    pub(super) async fn offered<S: State>(
+        &mut self,
+        state: &S,
+        payload: &[u8],
+        chan: &mut UnixStream,
+    ) -> std::result::Result<(), Refused> {
+        let offer: Vec<(String, String, u64)> = postcard::from_bytes(payload)
+            .map_err(|e| Refused::Corrupt(Error::handoff(format!("PRECOPY: {e}"))))?;
+        let ours = tracked(state);
+        for (i, (name, type_name, len)) in offer.iter().enumerate() {
+            let Some((name, field)) = ours.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            // A field whose type changed is not taken: it comes whole in the snapshot,
+            // where the type change is reported as it always is.
+            if field.tracked_type() == type_name {
+                self.fields.push((i as u16, name, field.receiver(*len)));
+            }
+        }
+        let accepted: Vec<u16> = self.fields.iter().map(|(i, ..)| *i).collect();
+        let answer = postcard::to_stdvec(&accepted).expect("a list of numbers serializes");
+        handoff::write_frame(chan, handoff::TAG_PRECOPY_ACCEPT, &answer)
+            .await
+            .map_err(|e| Refused::Cut(e.to_string()))
+    }
+
+    /// Applies one PIECE.
+    pub(super) fn piece(&mut self, payload: &[u8]) -> Result<()> {
+        let (index, piece) = payload
+            .split_first_chunk::<2>()
+            .ok_or_else(|| Error::handoff("a PIECE frame without a field"))?;
+        let index = u16::from_le_bytes(*index);
+        let (_, name, receiver) = self
+            .fields
+            .iter_mut()
+            .find(|(i, ..)| *i == index)
+            .ok_or_else(|| Error::handoff(format!("a PIECE for field {index}, not taken")))?;
+        receiver.apply(piece).map_err(|e| Error::Field {
+            field: (*name).to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.pieces += 1;
+        self.bytes += payload.len() as u64;
+        Ok(())
+    }
+
+    /// Hands the received fields to the snapshot reader, which gives them to the state.
+    pub(super) fn stage(self, reader: &mut SnapshotReader) -> Result<()> {
+        if !self.fields.is_empty() {
+            tracing::info!(
+                fields = self.fields.len(),
+                pieces = self.pieces,
+                precopy_bytes = self.bytes,
+                "state pre-copied from the previous process"
+            );
+        }
+        for (_, name, receiver) in self.fields {
+            let value = receiver.finish().map_err(|e| Error::Field {
+                field: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+            reader.stage(name, value);
+        }
+        Ok(())
+    }
+}
+
+/// Why the successor stopped reading the pre-copy.
+pub(super) enum Refused {
+    /// What arrived is wrong: refuse the handover.
+    Corrupt(Error),
+    /// The channel ended.
+    Cut(String),
+}
