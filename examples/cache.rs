@@ -4,7 +4,7 @@
 //!   value, or `404`; `DELETE /kv/{key}` → `200` with the value removed, or `404`.
 //! - `POST /fill?n=N&bytes=B` → stores keys `fill-0` … `fill-{N-1}`, each a `B`-byte value
 //!   (the key's number in decimal, repeated), `200` when done.
-//! - `GET /len` → the number of entries. Every response carries `x-pid`.
+//! - `GET /len` → the number of entries; `GET /` → `hello`. Every response carries `x-pid`.
 //! - Listens on `127.0.0.1:$PORT` (default 3000) through the listener named `http`.
 //! - `kill -HUP <pid>`: hot restart. `kill -TERM <pid>`: graceful exit, the map saved to
 //!   `cache.state` (or `$HOTRESTART_STATE_FILE`), restored at the next start.
@@ -50,6 +50,7 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
     let listener = hot.tcp("http", ("127.0.0.1", port))?;
     let cache = hot.ready(Cache::default()).await?;
     let app = Router::new()
+        .route("/", get(|| async { "hello" }))
         .route("/kv/{key}", put(store).get(fetch).delete(remove))
         .route("/fill", post(fill))
         .route("/len", get(len))

@@ -50,6 +50,9 @@ pub(crate) const TAG_PRECOPY: u8 = 8;
 pub(crate) const TAG_PRECOPY_ACCEPT: u8 = 9;
 /// Old → successor: one piece of a pre-copied field.
 pub(crate) const TAG_PIECE: u8 = 10;
+/// Both ways, after the rounds sent while serving: "tell me once you applied all of them";
+/// the successor's answer, so that the quiesce does not wait for a backlog of pieces.
+pub(crate) const TAG_PRECOPY_SYNC: u8 = 11;
 
 /// PREPARED payload bit: "send me your idle connections after the snapshot".
 pub(crate) const CAP_CONNECTIONS: u8 = 1;
@@ -99,6 +102,7 @@ pub(crate) fn tag_name(tag: u8) -> &'static str {
         TAG_PRECOPY => "PRECOPY",
         TAG_PRECOPY_ACCEPT => "PRECOPY_ACCEPT",
         TAG_PIECE => "PIECE",
+        TAG_PRECOPY_SYNC => "PRECOPY_SYNC",
         _ => "unknown",
     }
 }

@@ -8,6 +8,8 @@
 //!                                     <----  PRECOPY_ACCEPT [index]
 //!   PIECE {index, piece} ...          ---->  applied as they arrive
 //!   (round after round, while serving, until what changed is small)
+//!   PRECOPY_SYNC                      ---->  (once every piece before it is applied)
+//!                                     <----  PRECOPY_SYNC
 //!   -- quiesce, hooks --
 //!   PIECE ... (the last round)        ---->
 //!   PLAN, SNAPSHOT (without the pre-copied fields), CONNECTIONS as before
@@ -123,8 +125,21 @@ impl<'a> PreCopy<'a> {
             self.rounds += 1;
             let pending = self.pending();
             if pending <= CONVERGED || self.rounds >= MAX_ROUNDS || pending >= before {
+                // Wait until the successor has applied what it was sent, so that the accept
+                // gap holds the last round only, not a backlog of pieces in the channel.
+                handoff::write_frame(chan, handoff::TAG_PRECOPY_SYNC, &[]).await?;
+                let answer = handoff::read_frame(chan, handoff::MAX_CONTROL).await?;
+                if answer.tag != handoff::TAG_PRECOPY_SYNC {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "expected PRECOPY_SYNC, got {}",
+                            handoff::tag_name(answer.tag)
+                        ),
+                    ));
+                }
                 self.elapsed = started.elapsed();
-                return Ok(pending);
+                return Ok(self.pending());
             }
             before = pending;
             for (_, _, field) in &self.fields {

@@ -66,14 +66,19 @@ impl Hot {
             let mut header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT)
                 .await
                 .map_err(cut)?;
-            while matches!(header.0, handoff::TAG_PRECOPY | handoff::TAG_PIECE) {
+            while matches!(
+                header.0,
+                handoff::TAG_PRECOPY | handoff::TAG_PIECE | handoff::TAG_PRECOPY_SYNC
+            ) {
                 let payload = handoff::read_frame_payload(&mut chan, header.1, MAX_SNAPSHOT)
                     .await
                     .map_err(cut)?;
-                if header.0 == handoff::TAG_PRECOPY {
-                    receiving.offered(&*state, &payload, &mut chan).await?;
-                } else {
-                    receiving.piece(&payload).map_err(Refused::Corrupt)?;
+                match header.0 {
+                    handoff::TAG_PRECOPY => receiving.offered(&*state, &payload, &mut chan).await?,
+                    handoff::TAG_PIECE => receiving.piece(&payload).map_err(Refused::Corrupt)?,
+                    _ => handoff::write_frame(&mut chan, handoff::TAG_PRECOPY_SYNC, &[])
+                        .await
+                        .map_err(cut)?,
                 }
                 header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT)
                     .await
