@@ -270,3 +270,7 @@ pub(super) enum Refused {
     /// The channel ended.
     Cut(String),
 }
+
+#[cfg(test)]
+#[path = "precopy_tests.rs"]
+mod tests;
