@@ -7,7 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-cargo build --release --example counter --example streams
+cargo build --release --example counter --example streams --example cache
 (cd bench/peers && cargo build --release)
 (cd bench/load && cargo build --release)
 exec bench/load/target/release/hrbench "$@"

@@ -70,10 +70,16 @@ pub async fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, Outcome> 
 
 /// One request/response on `conn`. EOF or a reset before the whole response is `Reset`.
 pub async fn exchange(conn: &mut BufReader<TcpStream>, method: &str, path: &str, close: bool) -> Result<Response, Outcome> {
+    exchange_with_body(conn, method, path, b"", close).await
+}
+
+/// [`exchange`], with a request body.
+pub async fn exchange_with_body(conn: &mut BufReader<TcpStream>, method: &str, path: &str, body: &[u8], close: bool) -> Result<Response, Outcome> {
     let fut = async {
         let head = if close { "connection: close\r\n" } else { "" };
-        let req = format!("{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: 0\r\n{head}\r\n");
-        conn.get_mut().write_all(req.as_bytes()).await.map_err(|e| classify(&e))?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n{head}\r\n", body.len()).into_bytes();
+        req.extend_from_slice(body);
+        conn.get_mut().write_all(&req).await.map_err(|e| classify(&e))?;
         let mut line = String::new();
         if conn.read_line(&mut line).await.map_err(|e| classify(&e))? == 0 {
             return Err(Outcome::Reset);

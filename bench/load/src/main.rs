@@ -7,9 +7,11 @@
 
 mod client;
 mod longlived;
+mod precopy;
 mod procs;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,9 @@ struct Args {
     state_only: bool,
     state_sizes: Vec<usize>,
     map_entries: usize,
+    /// Entries and restarts of the pre-copy table.
+    precopy_entries: usize,
+    precopy_restarts: usize,
     /// Idle keep-alive connection counts for the connection hand-over table.
     idle_conns: Vec<usize>,
     /// Long-lived connection counts (of each kind) for the long-lived table.
@@ -43,6 +48,8 @@ fn parse_args() -> Args {
         state_only: false,
         state_sizes: vec![1 << 20, 64 << 20, 512 << 20],
         map_entries: 1_000_000,
+        precopy_entries: 1_000_000,
+        precopy_restarts: 20,
         idle_conns: vec![0, 100, 10_000],
         long_lived: vec![0, 100, 1_000],
         grpc_restarts: 100,
@@ -59,6 +66,8 @@ fn parse_args() -> Args {
                 a.idle_restarts = 10;
                 a.state_sizes = vec![1 << 20, 64 << 20];
                 a.map_entries = 100_000;
+                a.precopy_entries = 100_000;
+                a.precopy_restarts = 5;
                 a.idle_conns = vec![0, 100, 1_000];
                 a.long_lived = vec![0, 100];
                 a.grpc_restarts = 20;
@@ -359,7 +368,7 @@ fn raw_socketpair_copy(bytes: usize) -> Duration {
     start.elapsed()
 }
 
-async fn state_row(args: &Args, label: &str, env: &[(&str, String)]) -> String {
+async fn state_row(args: &Args, label: &str, env: &[(&str, String)], pokes_per_sec: u32) -> String {
     let target = Target {
         name: "state",
         bin: args.root.join("bench/load/target/release/state_service"),
@@ -389,27 +398,50 @@ async fn state_row(args: &Args, label: &str, env: &[(&str, String)]) -> String {
         }
         (peak_old, peak_new, new_pid)
     });
+    // A small write rate into the tracked fields while they are pre-copied.
+    let poking = Arc::new(std::sync::atomic::AtomicBool::new(pokes_per_sec > 0));
+    let poker = {
+        let (poking, addr) = (poking.clone(), server.addr);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / pokes_per_sec.max(1));
+            let mut i = 0u64;
+            while poking.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
+                tick.tick().await;
+                let _ = client::once(addr, "POST", &format!("/poke?i={i}")).await;
+                i += 1;
+            }
+        })
+    };
     let (_, took) = server.restart().await.expect("state handover");
+    poking.store(false, std::sync::atomic::Ordering::Relaxed);
+    poker.await.unwrap();
     // Let the old process exit, so the sampler sees the end.
     let (peak_old, peak_new, new_pid) = sampler.await.unwrap();
     let settled_new = procs::rss(new_pid).unwrap_or(0);
     let bytes = server.handover_figures("state_bytes").first().cloned().unwrap_or(0.0);
+    let precopied = server.handover_figures("precopy_bytes").first().cloned().unwrap_or(0.0);
     let gap = server.handover_figures("accept_gap_ms").first().cloned().unwrap_or(f64::NAN);
     server.stop();
-    let raw = raw_socketpair_copy(bytes as usize);
+    let state = bytes.max(precopied);
+    let raw = raw_socketpair_copy(state as usize);
     let mib = bytes / (1 << 20) as f64;
-    let tput = mib / (gap / 1e3);
-    let raw_tput = mib / raw.as_secs_f64();
+    let raw_tput = state / (1 << 20) as f64 / raw.as_secs_f64();
+    // The copy after the quiesce against a raw copy of the whole state: only meaningful when
+    // that copy is the whole state (no pre-copy).
+    let (tput, ratio) = if precopied > 0.0 {
+        ("—".to_owned(), "—".to_owned())
+    } else {
+        let tput = mib / (gap / 1e3);
+        (format!("{tput:.0}"), format!("{:.2}", tput / raw_tput))
+    };
     format!(
-        "| {label} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+        "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {tput} | {raw_tput:.0} | {ratio} | {:.2} | {:.2} |",
         mib,
+        precopied / (1 << 20) as f64,
         gap,
         took.as_secs_f64() * 1e3,
-        tput,
-        raw_tput,
-        tput / raw_tput,
-        (peak_old.saturating_sub(base_old)) as f64 / bytes,
-        (peak_new.saturating_sub(settled_new)) as f64 / bytes,
+        (peak_old.saturating_sub(base_old)) as f64 / state,
+        (peak_new.saturating_sub(settled_new)) as f64 / state,
     )
 }
 
@@ -655,14 +687,38 @@ async fn main() {
     }
     if !args.state_sizes.is_empty() {
         println!("\n## State handoff at scale\n");
-        println!("| state | snapshot MiB | accept gap ms | trigger→new pid ms | handoff MiB/s | raw socketpair MiB/s | ratio | old process peak extra / snapshot | successor peak extra / snapshot |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("| state | snapshot MiB (after the quiesce) | pre-copied MiB (while serving) | accept gap ms | trigger→new pid ms | handoff MiB/s | raw socketpair MiB/s | ratio | old process peak extra / state | successor peak extra / state |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let off = ("HOTRESTART_PRECOPY", "0".to_owned());
         for &size in &args.state_sizes {
-            let label = format!("blob {} MiB", size >> 20);
-            println!("{}", state_row(&args, &label, &[("BIG_BLOB_BYTES", size.to_string())]).await);
+            let label = format!("blob {} MiB (`Vec<u8>`)", size >> 20);
+            println!("{}", state_row(&args, &label, &[("BIG_BLOB_BYTES", size.to_string())], 0).await);
+            let label = format!("blob {} MiB (`TrackedBytes`), pre-copy, 100 writes/s", size >> 20);
+            println!("{}", state_row(&args, &label, &[("TRACKED_BLOB_BYTES", size.to_string())], 100).await);
+            let label = format!("blob {} MiB (`TrackedBytes`), pre-copy off", size >> 20);
+            println!("{}", state_row(&args, &label, &[("TRACKED_BLOB_BYTES", size.to_string()), off.clone()], 0).await);
         }
-        let label = format!("map {} short strings", args.map_entries);
-        println!("{}", state_row(&args, &label, &[("BIG_MAP_ENTRIES", args.map_entries.to_string())]).await);
+        let n = args.map_entries.to_string();
+        let label = format!("map {} short strings (`HashMap`)", args.map_entries);
+        println!("{}", state_row(&args, &label, &[("BIG_MAP_ENTRIES", n.clone())], 0).await);
+        let label = format!("map {} short strings (`TrackedMap`), pre-copy, 100 writes/s", args.map_entries);
+        println!("{}", state_row(&args, &label, &[("TRACKED_MAP_ENTRIES", n.clone())], 100).await);
+        let label = format!("map {} short strings (`TrackedMap`), pre-copy off", args.map_entries);
+        println!("{}", state_row(&args, &label, &[("TRACKED_MAP_ENTRIES", n), off], 0).await);
+
+        println!("\n## Pre-copy under writes (examples/cache.rs, {} restarts each, same run)\n", args.precopy_restarts);
+        println!("Every acknowledged PUT is read back after the last restart. Memory: the largest peak over the restarts, above the process's RSS before the trigger (old) or after the old one exited (successor), against the RSS the map added to the first process.\n");
+        println!("| state and load | restarts | PUTs acknowledged / missing after / failed | accept gap median / max ms | internal trigger→READY median ms | trigger→new pid median ms | pre-copy rounds (median) | pre-copied MiB | last delta KiB | snapshot MiB | map RSS MiB | old peak extra / map | successor peak extra / map |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for on in [true, false] {
+            println!("{}", precopy::cache_row(&args.root, args.precopy_entries, args.precopy_restarts, 1000, on).await);
+        }
+        println!("\n## What a tracked insert costs ({} new keys of 16-byte values, pre-sized, one thread; median of 5 alternating runs)\n", args.precopy_entries);
+        println!("| map | ns per insert | vs `HashMap` | vs `Mutex<HashMap>` |");
+        println!("|---|---|---|---|");
+        for row in precopy::insert_overhead_rows(args.precopy_entries) {
+            println!("{row}");
+        }
     }
     reaper.abort();
 }

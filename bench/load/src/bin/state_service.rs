@@ -1,8 +1,11 @@
 //! A hotrestart service holding a large `#[persist]` state, for the state-handoff benchmark.
 //!
 //! At a first start it builds `BIG_BLOB_BYTES` bytes of blob and `BIG_MAP_ENTRIES` short
-//! strings in a map; successors receive both by handoff. `GET /` answers `hello` with `x-pid`;
-//! `GET /size` answers `<blob bytes> <map entries>`.
+//! strings in a map, and the same in the library's tracked types (`TRACKED_BLOB_BYTES`,
+//! `TRACKED_MAP_ENTRIES`, pre-copied at a restart); successors receive them by handoff.
+//! `GET /` answers `hello` with `x-pid`; `GET /size` answers `<blob bytes> <map entries>
+//! <tracked blob bytes> <tracked map entries>`; `POST /poke?i=N` writes 16 bytes into the
+//! tracked blob and one entry into the tracked map (a write load during pre-copy).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +22,15 @@ struct Big {
     blob: Vec<u8>,
     #[persist]
     map: HashMap<String, String>,
+    #[persist]
+    tracked_blob: hotrestart::TrackedBytes,
+    #[persist]
+    tracked_map: hotrestart::TrackedMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Poke {
+    i: usize,
 }
 
 fn env_usize(name: &str) -> usize {
@@ -45,6 +57,14 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         big.map = (0..env_usize("BIG_MAP_ENTRIES"))
             .map(|i| (format!("k{i}"), format!("v{i}")))
             .collect();
+        big.tracked_blob = hotrestart::TrackedBytes::from(
+            (0..env_usize("TRACKED_BLOB_BYTES"))
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        big.tracked_map = (0..env_usize("TRACKED_MAP_ENTRIES"))
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
     }
     let big = hot.ready(big).await?;
     let app = Router::new()
@@ -52,8 +72,27 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         .route(
             "/size",
             get(|State(big): State<Arc<Big>>| async move {
-                format!("{} {}", big.blob.len(), big.map.len())
+                format!(
+                    "{} {} {} {}",
+                    big.blob.len(),
+                    big.map.len(),
+                    big.tracked_blob.len(),
+                    big.tracked_map.len()
+                )
             }),
+        )
+        .route(
+            "/poke",
+            axum::routing::post(
+                |State(big): State<Arc<Big>>, axum::extract::Query(Poke { i }): axum::extract::Query<Poke>| async move {
+                    let len = big.tracked_blob.len();
+                    if len >= 16 {
+                        big.tracked_blob.write((i * 4099 * 16) % (len - 15), &[i as u8; 16]);
+                    }
+                    big.tracked_map.insert(format!("poke{i}"), i.to_string());
+                    "poked"
+                },
+            ),
         )
         .layer(axum::middleware::map_response(
             |mut r: Response| async move {
