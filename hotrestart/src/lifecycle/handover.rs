@@ -244,9 +244,11 @@ impl Attempt {
         // Tracked fields are copied now, while this process still serves, round after
         // round; only what changed after the last one is sent after the quiesce.
         let window = (deadline, inner.options.ready_timeout);
+        // Empty ones are not worth a round trip: they come (empty) in the snapshot.
         let fields = precopy::tracked(&*ready.save);
+        let worth = fields.iter().any(|(_, f)| f.len_hint() > 0);
         let mut precopy = None;
-        if inner.options.precopy && capabilities & handoff::CAP_PRECOPY != 0 && !fields.is_empty() {
+        if inner.options.precopy && capabilities & handoff::CAP_PRECOPY != 0 && worth {
             let offered = watched(
                 child,
                 pid,
