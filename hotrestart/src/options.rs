@@ -51,7 +51,7 @@ pub struct Options {
     /// Copy [`TrackedMap`](crate::TrackedMap) and [`TrackedBytes`](crate::TrackedBytes) fields
     /// to the successor while this process still serves, so that only what changed meanwhile
     /// is copied after the quiesce (`HOTRESTART_PRECOPY=0` turns it off: they are then copied
-    /// whole in the snapshot). Default: on.
+    /// whole after the quiesce, streamed piece by piece). Default: on.
     pub precopy: bool,
 }
 

@@ -242,13 +242,15 @@ impl Attempt {
             );
         }
         // Tracked fields are copied now, while this process still serves, round after
-        // round; only what changed after the last one is sent after the quiesce.
+        // round; only what changed after the last one is sent after the quiesce. With
+        // pre-copy off they are sent whole after the quiesce, the same way: piece by piece,
+        // the successor decoding one while this process encodes the next.
         let window = (deadline, inner.options.ready_timeout);
         // Empty ones are not worth a round trip: they come (empty) in the snapshot.
         let fields = precopy::tracked(&*ready.save);
         let worth = fields.iter().any(|(_, f)| f.len_hint() > 0);
         let mut precopy = None;
-        if inner.options.precopy && capabilities & handoff::CAP_PRECOPY != 0 && worth {
+        if capabilities & handoff::CAP_PRECOPY != 0 && worth {
             let offered = watched(
                 child,
                 pid,
@@ -262,7 +264,7 @@ impl Attempt {
             };
         }
         let mut precopied = Precopied::default();
-        if let Some(p) = &mut precopy {
+        if let (Some(p), true) = (&mut precopy, inner.options.precopy) {
             let left = watched(child, pid, Stage::Precopy, window, p.rounds(chan)).await;
             let left = match left {
                 Ok(left) => left,
@@ -324,8 +326,11 @@ impl Attempt {
             }
             skip = p.names();
         }
+        let encoding = Instant::now();
         let frame = snapshot::encode_without(&*ready.save, &skip, |w| inner.save_internal(w))
             .map_err(Rollback::Snapshot)?;
+        let encode_ms = millis(encoding.elapsed());
+        let sending = Instant::now();
         if hand_connections {
             if let Err(e) = handoff::write_frame(chan, handoff::TAG_PLAN, &[planned]).await {
                 return Err(broken(child, pid, Stage::Plan, e).await);
@@ -339,6 +344,12 @@ impl Attempt {
             Delivery::Snapshot(&frame),
         )
         .await?;
+        tracing::debug!(
+            state_bytes = frame.len(),
+            encode_ms,
+            send_ms = millis(sending.elapsed()),
+            "snapshot sent"
+        );
         let mut connections = 0;
         if hand_connections {
             let parcels = inner.handover.outbox.take();

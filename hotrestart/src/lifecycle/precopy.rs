@@ -148,10 +148,13 @@ impl<'a> PreCopy<'a> {
         }
     }
 
-    /// The last round, after the quiesce: everything that changed since it was sent.
+    /// The last round, after the quiesce: everything that changed since it was sent; or,
+    /// if no round was sent while serving (pre-copy off), everything.
     pub(super) async fn last_round(&mut self, chan: &mut UnixStream) -> std::io::Result<u64> {
-        for (_, _, field) in &self.fields {
-            field.next_round();
+        if self.rounds > 0 {
+            for (_, _, field) in &self.fields {
+                field.next_round();
+            }
         }
         self.round(chan).await
     }

@@ -19,11 +19,9 @@ use crate::handoff::MAX_SNAPSHOT;
 /// What a successor offers in PREPARED: it takes open connections if it can serve them (and
 /// its operator did not turn that off); it announces itself to its supervisor if it has one.
 fn capabilities(options: &Options, notifier: &Notifier) -> u8 {
-    let precopy = if options.precopy {
-        handoff::CAP_PRECOPY
-    } else {
-        0
-    };
+    // Receiving pieces of tracked fields: whether they come while the previous process
+    // still serves is its own setting (`Options::precopy`).
+    let precopy = handoff::CAP_PRECOPY;
     let connections = match (options.hand_over_connections, cfg!(feature = "http")) {
         (false, _) => 0,
         (true, true) => handoff::CAP_CONNECTIONS | handoff::CAP_CUSTOM,
@@ -98,10 +96,13 @@ impl Hot {
         .await;
         let vanished = match header {
             Ok((handoff::TAG_SNAPSHOT, len)) => {
+                let receiving_since = Instant::now();
                 let (back, received) = receive_snapshot(chan, len).await?;
                 chan = back;
+                let receive_ms = millis(receiving_since.elapsed());
                 match received {
                     Received::Snapshot(mut reader) => {
+                        let restoring = Instant::now();
                         let restored = std::mem::take(&mut receiving)
                             .stage(&mut reader)
                             .and_then(|()| state.restore(&mut reader))
@@ -112,6 +113,8 @@ impl Hot {
                         reader.log_ignored();
                         tracing::info!(
                             state_bytes = len,
+                            receive_ms,
+                            restore_ms = millis(restoring.elapsed()),
                             "state received from the previous process"
                         );
                         if planned != 0 {
