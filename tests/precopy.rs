@@ -270,3 +270,28 @@ fn old_process_killed_during_a_pre_copy_round_leaves_the_successor_on_the_state_
     assert_eq!(get(svc.addr(), "/kv/saved").unwrap().body, "yes");
     assert_eq!(get(svc.addr(), "/kv/live").unwrap().status, 404);
 }
+
+#[test]
+fn a_successor_whose_map_changed_type_takes_no_pre_copy_and_refuses_the_snapshot() {
+    let svc = cache(&[]);
+    request_with_body(svc.addr(), "PUT", "/kv/k", b"v").unwrap();
+    let pid = svc.pid();
+    svc.replace_binary(&std::fs::read(example("cache_incompatible")).unwrap());
+    svc.signal(pid, libc::SIGHUP);
+    let status = svc.wait_rollbacks(1);
+    assert_eq!(status.pid, pid, "the old process serves on");
+    let line = status.rollbacks().remove(0);
+    assert!(
+        line.contains("rejected the handover")
+            && line.contains("`entries` changed type")
+            && line.contains("TrackedMap<alloc::string::String, alloc::vec::Vec<u8>>")
+            && line.contains("TrackedMap<alloc::string::String, alloc::string::String>"),
+        "{line}"
+    );
+    assert_eq!(get(svc.addr(), "/kv/k").unwrap().body, "v");
+    assert_eq!(len(&svc), FILLED + 1);
+    svc.restore_binary();
+    let new = svc.hot_restart();
+    assert_ne!(new, pid);
+    assert_eq!(len(&svc), FILLED + 1, "and handed over afterwards");
+}
