@@ -51,7 +51,8 @@ pub struct Options {
     /// Copy [`TrackedMap`](crate::TrackedMap) and [`TrackedBytes`](crate::TrackedBytes) fields
     /// to the successor while this process still serves, so that only what changed meanwhile
     /// is copied after the quiesce (`HOTRESTART_PRECOPY=0` turns it off: they are then copied
-    /// whole after the quiesce, streamed piece by piece). Default: on.
+    /// whole after the quiesce, a map piece by piece, a byte buffer in the snapshot). Default:
+    /// on.
     pub precopy: bool,
 }
 

@@ -418,7 +418,10 @@ async fn state_row(args: &Args, label: &str, env: &[(&str, String)], pokes_per_s
     // Let the old process exit, so the sampler sees the end.
     let (peak_old, peak_new, new_pid) = sampler.await.unwrap();
     let settled_new = procs::rss(new_pid).unwrap_or(0);
-    let bytes = server.handover_figures("state_bytes").first().cloned().unwrap_or(0.0);
+    // What was copied after the quiesce: the snapshot, and the last round of pre-copy (all of
+    // a tracked map when pre-copy is off).
+    let bytes = server.handover_figures("state_bytes").first().cloned().unwrap_or(0.0)
+        + server.handover_figures("last_delta_bytes").first().cloned().unwrap_or(0.0);
     let precopied = server.handover_figures("precopy_bytes").first().cloned().unwrap_or(0.0);
     let gap = server.handover_figures("accept_gap_ms").first().cloned().unwrap_or(f64::NAN);
     server.stop();
@@ -687,7 +690,7 @@ async fn main() {
     }
     if !args.state_sizes.is_empty() {
         println!("\n## State handoff at scale\n");
-        println!("| state | snapshot MiB (after the quiesce) | pre-copied MiB (while serving) | accept gap ms | trigger→new pid ms | handoff MiB/s | raw socketpair MiB/s | ratio | old process peak extra / state | successor peak extra / state |");
+        println!("| state | copied after the quiesce MiB | pre-copied while serving MiB | accept gap ms | trigger→new pid ms | handoff MiB/s | raw socketpair MiB/s | ratio | old process peak extra / state | successor peak extra / state |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
         let off = ("HOTRESTART_PRECOPY", "0".to_owned());
         for &size in &args.state_sizes {

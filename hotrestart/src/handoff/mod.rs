@@ -6,7 +6,12 @@
 //!   HELLO {generation, names} + fds  ---->
 //!                                    <----  PREPARED            (its slow init is done)
 //!                                           (payload: capabilities, see CAP_CONNECTIONS)
+//!   PRECOPY [(field, type, length)]  ---->  (only if it offered CAP_PRECOPY and a tracked
+//!                                    <----  PRECOPY_ACCEPT [index]   field is not empty)
+//!   PIECE {index, piece} ...         ---->  (rounds while serving: lifecycle/precopy.rs)
+//!   PRECOPY_SYNC                     <--->
 //!   quiesce, park idle connections, hooks
+//!   PIECE {index, piece} ...         ---->  (the last round)
 //!   PLAN {CAP_CONNECTIONS|CAP_CUSTOM} ---> (only if the successor offered, and hand-over is on)
 //!   SNAPSHOT {frame}                 ---->
 //!   CONNECTIONS {batch} + fds        ---->  (only after PLAN; at most 253 fds per frame,

@@ -247,7 +247,10 @@ impl Attempt {
         // the successor decoding one while this process encodes the next.
         let window = (deadline, inner.options.ready_timeout);
         // Empty ones are not worth a round trip: they come (empty) in the snapshot.
-        let fields = precopy::tracked(&*ready.save);
+        let mut fields = precopy::tracked(&*ready.save);
+        if !inner.options.precopy {
+            fields.retain(|(_, f)| f.whole_in_pieces());
+        }
         let worth = fields.iter().any(|(_, f)| f.len_hint() > 0);
         let mut precopy = None;
         if capabilities & handoff::CAP_PRECOPY != 0 && worth {

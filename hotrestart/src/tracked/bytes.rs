@@ -52,7 +52,7 @@ impl Track {
 
 /// A byte buffer for `#[persist]` state that a restart copies while the service still serves.
 ///
-/// Reads share a lock; writes take it alone. While a restart pre-copies the state, each write
+/// Reads share a lock (held while a [`BytesRead`] lives); writes take it alone. While a restart pre-copies the state, each write
 /// also marks the 64 KiB pages it touches, which the next round sends again. Outside a restart
 /// it is a `Vec<u8>` behind a `RwLock` and one atomic flag. Like a `Vec<u8>` field, it is sent
 /// from where it is when copied whole (no copy of the buffer is made).
@@ -321,6 +321,10 @@ impl Tracked for TrackedBytes {
             len: 0,
         })
     }
+
+    fn whole_in_pieces(&self) -> bool {
+        false
+    }
 }
 
 struct BytesReceiver {
@@ -351,10 +355,14 @@ impl Receiver for BytesReceiver {
             if piece.len() < n {
                 return Err(corrupt("ends inside a page"));
             }
-            if self.data.len() < start + n {
-                self.data.resize(start + n, 0);
+            if start == self.data.len() {
+                self.data.extend_from_slice(&piece[..n]);
+            } else {
+                if self.data.len() < start + n {
+                    self.data.resize(start + n, 0);
+                }
+                self.data[start..start + n].copy_from_slice(&piece[..n]);
             }
-            self.data[start..start + n].copy_from_slice(&piece[..n]);
             piece = &piece[n..];
         }
         Ok(())

@@ -42,7 +42,12 @@ struct Cursor {
 /// value again (or its removal); otherwise a write costs one more hash than a `HashMap`'s, to
 /// pick the part. Reads and writes of one key are atomic; operations over the whole map
 /// ([`len`](Self::len), [`for_each`](Self::for_each), [`retain`](Self::retain)) go part by
-/// part, not at one instant.
+/// part, not at one instant. The closures given to [`get_with`](Self::get_with),
+/// [`update`](Self::update), [`upsert`](Self::upsert), [`retain`](Self::retain) and
+/// [`for_each`](Self::for_each) run under a part's lock: they must not call the same map.
+///
+/// Iteration order is unspecified, as a `HashMap`'s. Keys are spread over the parts by a hash
+/// with its own random keys, and each part is a `HashMap` with std's DoS-resistant hasher.
 ///
 /// ```
 /// let sessions: hotrestart::TrackedMap<String, u64> = hotrestart::TrackedMap::new();

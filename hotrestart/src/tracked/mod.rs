@@ -42,6 +42,12 @@ pub trait Tracked: Send + Sync {
     fn stop(&self);
     /// An empty value of the same type, which the successor fills with the pieces.
     fn receiver(&self, len_hint: u64) -> Box<dyn Receiver>;
+    /// Whether a whole copy after the quiesce (pre-copy off) is better sent in pieces, each
+    /// decoded while the next is encoded, than in the snapshot: yes for a map, whose cost is
+    /// decoding; no for a byte buffer, which the snapshot sends from where it is.
+    fn whole_in_pieces(&self) -> bool {
+        true
+    }
 }
 
 /// The successor's side of one tracked field: pieces applied as they arrive.
