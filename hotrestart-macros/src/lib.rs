@@ -204,7 +204,9 @@ pub fn on_rollback(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```ignore
 /// const _: () = {
 ///     #[allow(unused_imports)]
-///     use ::hotrestart::__private::{Unsupported as _, ViaLock as _, ViaSerde as _};
+///     use ::hotrestart::__private::{
+///         NotTracked as _, Unsupported as _, ViaLock as _, ViaSerde as _, ViaTracked as _,
+///     };
 ///     fn __hotrestart_assert_persist() {
 ///         (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW).persist_check();
 ///         (&&&&::hotrestart::__private::Field::<Mutex<HashMap<String, u64>>>::NEW)
@@ -241,6 +243,19 @@ pub fn on_rollback(args: TokenStream, item: TokenStream) -> TokenStream {
 ///                 self.sessions = __hotrestart_value;
 ///             }
 ///             ::core::result::Result::Ok(())
+///         }
+///         fn tracked<'__hotrestart_a>(
+///             &'__hotrestart_a self,
+///             __hotrestart_visit: &mut dyn ::core::ops::FnMut(
+///                 &'static str,
+///                 &'__hotrestart_a dyn ::hotrestart::__private::Tracked,
+///             ),
+///         ) {
+///             let _ = &__hotrestart_visit;
+///             (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW)
+///                 .persist_tracked(__hotrestart_visit, "hits", &self.hits);
+///             (&&&&::hotrestart::__private::Field::<Mutex<HashMap<String, u64>>>::NEW)
+///                 .persist_tracked(__hotrestart_visit, "sessions", &self.sessions);
 ///         }
 ///     }
 /// };

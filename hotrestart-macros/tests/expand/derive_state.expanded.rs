@@ -1,6 +1,8 @@
 const _: () = {
     #[allow(unused_imports)]
-    use ::hotrestart::__private::{Unsupported as _, ViaLock as _, ViaSerde as _};
+    use ::hotrestart::__private::{
+        NotTracked as _, Unsupported as _, ViaLock as _, ViaSerde as _, ViaTracked as _,
+    };
     fn __hotrestart_assert_persist() {
         (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW).persist_check();
         (&&&&::hotrestart::__private::Field::<RwLock<HashMap<String, Session>>>::NEW)
@@ -37,6 +39,19 @@ const _: () = {
                 self.sessions = __hotrestart_value;
             }
             ::core::result::Result::Ok(())
+        }
+        fn tracked<'__hotrestart_a>(
+            &'__hotrestart_a self,
+            __hotrestart_visit: &mut dyn ::core::ops::FnMut(
+                &'static str,
+                &'__hotrestart_a dyn ::hotrestart::__private::Tracked,
+            ),
+        ) {
+            let _ = &__hotrestart_visit;
+            (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW)
+                .persist_tracked(__hotrestart_visit, "hits", &self.hits);
+            (&&&&::hotrestart::__private::Field::<RwLock<HashMap<String, Session>>>::NEW)
+                .persist_tracked(__hotrestart_visit, "sessions", &self.sessions);
         }
     }
 };
