@@ -205,11 +205,12 @@ pub fn on_rollback(args: TokenStream, item: TokenStream) -> TokenStream {
 /// const _: () = {
 ///     #[allow(unused_imports)]
 ///     use ::hotrestart::__private::{
-///         NotTracked as _, Unsupported as _, ViaLock as _, ViaSerde as _, ViaTracked as _,
+///         NotTracked as _, TrackedBehindALock as _, Unsupported as _, ViaLock as _,
+///         ViaSerde as _, ViaTracked as _,
 ///     };
 ///     fn __hotrestart_assert_persist() {
-///         (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW).persist_check();
-///         (&&&&::hotrestart::__private::Field::<Mutex<HashMap<String, u64>>>::NEW)
+///         (&&&&&::hotrestart::__private::Field::<AtomicU64>::NEW).persist_check();
+///         (&&&&&::hotrestart::__private::Field::<Mutex<HashMap<String, u64>>>::NEW)
 ///             .persist_check();
 ///     }
 ///     #[automatically_derived]

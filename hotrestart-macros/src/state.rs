@@ -178,9 +178,9 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
     // autoref depth, serde, a lock around a serde type, or the one error (see `__private`).
     let via =
         |ty: &syn::Type| quote_spanned!(ty.span()=> (&&&&#krate::__private::Field::<#ty>::NEW));
+    // The check has one level more: a tracked container behind a lock is refused first.
     let asserts = fields.iter().map(|Persisted { ty, .. }| {
-        let via = via(ty);
-        quote_spanned!(ty.span()=> #via.persist_check();)
+        quote_spanned!(ty.span()=> (&&&&&#krate::__private::Field::<#ty>::NEW).persist_check();)
     });
     let saves = fields.iter().map(|Persisted { ident, ty }| {
         let key = key(ident);
@@ -220,7 +220,8 @@ fn generate(krate: &TokenStream, input: &DeriveInput, fields: &[Persisted]) -> T
         const _: () = {
             #[allow(unused_imports)]
             use #krate::__private::{
-                NotTracked as _, Unsupported as _, ViaLock as _, ViaSerde as _, ViaTracked as _,
+                NotTracked as _, TrackedBehindALock as _, Unsupported as _, ViaLock as _,
+                ViaSerde as _, ViaTracked as _,
             };
 
             fn __hotrestart_assert_persist #impl_generics () #where_clause {

@@ -169,6 +169,47 @@ via_lock!(
     parking_lot::RwLock::new
 );
 
+/// What a [`TrackedMap`](crate::TrackedMap) or [`TrackedBytes`](crate::TrackedBytes) inside a
+/// lock is not: it would persist (serde sees through std's locks) but never pre-copy, since the
+/// derive cannot see through the lock; refused, with the fix.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` locks inside: as a `#[persist]` field it goes without a `Mutex` or `RwLock` around it",
+    label = "a lock around a tracked container",
+    note = "write the field as `{Self}` itself (its methods take `&self`); behind a lock it would be copied whole after the quiesce instead of pre-copied while the service still serves"
+)]
+pub trait NotBehindALock {}
+
+/// A tracked container behind a lock: its `persist_check` requires [`NotBehindALock`], which
+/// nothing implements (the one error this field gets). The derive's check is
+/// `(&&&&&Field::<T>::NEW).persist_check()`, one level above the others, so this comes first.
+pub trait TrackedBehindALock<T> {
+    /// The error.
+    fn persist_check(&self)
+    where
+        T: NotBehindALock,
+    {
+    }
+}
+
+macro_rules! tracked_behind_a_lock {
+    ($($lock:ident)::+) => {
+        impl<K, V> TrackedBehindALock<crate::TrackedMap<K, V>>
+            for &&&&Field<$($lock)::+<crate::TrackedMap<K, V>>>
+        {
+        }
+        impl TrackedBehindALock<crate::TrackedBytes> for &&&&Field<$($lock)::+<crate::TrackedBytes>> {}
+    };
+}
+
+tracked_behind_a_lock!(std::sync::Mutex);
+tracked_behind_a_lock!(std::sync::RwLock);
+tracked_behind_a_lock!(tokio::sync::Mutex);
+tracked_behind_a_lock!(tokio::sync::RwLock);
+#[cfg(feature = "parking_lot")]
+tracked_behind_a_lock!(parking_lot::Mutex);
+#[cfg(feature = "parking_lot")]
+tracked_behind_a_lock!(parking_lot::RwLock);
+
 /// A field that can be copied while it changes ([`Tracked`]): handed to the pre-copy.
 pub trait ViaTracked<T> {
     /// Gives the field to `visit`.

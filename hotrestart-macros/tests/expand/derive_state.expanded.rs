@@ -1,11 +1,12 @@
 const _: () = {
     #[allow(unused_imports)]
     use ::hotrestart::__private::{
-        NotTracked as _, Unsupported as _, ViaLock as _, ViaSerde as _, ViaTracked as _,
+        NotTracked as _, TrackedBehindALock as _, Unsupported as _, ViaLock as _,
+        ViaSerde as _, ViaTracked as _,
     };
     fn __hotrestart_assert_persist() {
-        (&&&&::hotrestart::__private::Field::<AtomicU64>::NEW).persist_check();
-        (&&&&::hotrestart::__private::Field::<RwLock<HashMap<String, Session>>>::NEW)
+        (&&&&&::hotrestart::__private::Field::<AtomicU64>::NEW).persist_check();
+        (&&&&&::hotrestart::__private::Field::<RwLock<HashMap<String, Session>>>::NEW)
             .persist_check();
     }
     #[automatically_derived]
