@@ -11,6 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use hotrestart::__private::fuzz::{fuzz_channel, fuzz_seed, fuzz_snapshot};
+use hotrestart::__private::Tracked;
 
 /// Records, for the current thread, the largest single allocation, the bytes live now (allocated
 /// and not yet freed) and their peak.
@@ -104,6 +105,28 @@ fn seeds() -> Vec<Vec<u8>> {
     channel.extend(frame(6, &connections));
     channel.extend(frame(4, b""));
     channel.extend(frame(5, b"#[persist] field `hits` changed type"));
+    // Pre-copy: the offer, its answer, and a piece of a map (field 0) and of a byte buffer
+    // (field 1), as the old process writes them.
+    let offer = [(
+        "entries",
+        "hotrestart::tracked::map::TrackedMap<String, Vec<u8>>",
+        2u64,
+    )];
+    let mut precopy = frame(8, &postcard::to_stdvec(&offer).unwrap());
+    precopy.extend(frame(9, &postcard::to_stdvec(&vec![0u16, 1]).unwrap()));
+    let map: hotrestart::TrackedMap<String, Vec<u8>> =
+        [("a".to_owned(), vec![1]), ("bb".to_owned(), vec![2, 3])]
+            .into_iter()
+            .collect();
+    let blob = hotrestart::TrackedBytes::from(vec![7u8; 300]);
+    for (index, field) in [(0u16, &map as &dyn Tracked), (1, &blob)] {
+        field.start();
+        let mut piece = index.to_le_bytes().to_vec();
+        while field.piece(&mut piece, usize::MAX).unwrap() {}
+        precopy.extend(frame(10, &piece));
+    }
+    precopy.extend(frame(11, b""));
+    channel.extend(precopy);
     vec![snapshot, channel]
 }
 

@@ -21,6 +21,13 @@ pub fn fuzz_channel(bytes: &[u8]) {
         }
     }
     for limit in [MAX_SNAPSHOT, MAX_CONTROL] {
+        // Pieces of field 0 go to a map's receiver, of field 1 to a byte buffer's, each told
+        // the largest length there is.
+        use crate::tracked::Tracked;
+        let mut receivers = [
+            crate::TrackedMap::<String, Vec<u8>>::new().receiver(u64::MAX),
+            crate::TrackedBytes::new().receiver(u64::MAX),
+        ];
         let mut reader = bytes;
         // Reading from a slice never waits: each poll completes.
         while let Some(Ok(frame)) = poll_now(read_frame(&mut reader, limit)) {
@@ -35,8 +42,23 @@ pub fn fuzz_channel(bytes: &[u8]) {
                 TAG_REJECT => {
                     let _ = String::from_utf8_lossy(&frame.payload);
                 }
+                TAG_PRECOPY => {
+                    let _ = crate::lifecycle::precopy::decode_offer(&frame.payload);
+                }
+                TAG_PRECOPY_ACCEPT => {
+                    let _ = postcard::from_bytes::<Vec<u16>>(&frame.payload);
+                }
+                TAG_PIECE => {
+                    if let Some((index, piece)) = frame.payload.split_first_chunk::<2>() {
+                        let index = usize::from(u16::from_le_bytes(*index) % 2);
+                        let _ = receivers[index].apply(piece);
+                    }
+                }
                 _ => {}
             }
+        }
+        for receiver in receivers {
+            let _ = receiver.finish();
         }
     }
 }

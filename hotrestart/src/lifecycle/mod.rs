@@ -31,7 +31,7 @@ use crate::{state_file, sys};
 mod entry;
 mod handover;
 mod inherit;
-mod precopy;
+pub(crate) mod precopy;
 mod takeover;
 mod trigger;
 

@@ -28,7 +28,7 @@ use crate::snapshot::{SnapshotReader, State};
 use crate::tracked::{Receiver, Tracked};
 
 /// A piece is cut once it passes this size (a map's part is never split).
-const PIECE_BUDGET: usize = 512 << 10;
+const PIECE_BUDGET: usize = 256 << 10;
 /// What changed may be left for the last round, after the quiesce, once it is this small.
 const CONVERGED: u64 = 256 << 10;
 /// At most this many rounds while serving (the first, whole one included).
@@ -205,8 +205,7 @@ impl Receiving {
         payload: &[u8],
         chan: &mut UnixStream,
     ) -> std::result::Result<(), Refused> {
-        let offer: Vec<(String, String, u64)> = postcard::from_bytes(payload)
-            .map_err(|e| Refused::Corrupt(Error::handoff(format!("PRECOPY: {e}"))))?;
+        let offer = decode_offer(payload).map_err(Refused::Corrupt)?;
         let ours = tracked(state);
         for (i, (name, type_name, len)) in offer.iter().enumerate() {
             let Some((name, field)) = ours.iter().find(|(n, _)| n == name) else {
@@ -264,6 +263,11 @@ impl Receiving {
         }
         Ok(())
     }
+}
+
+/// A PRECOPY frame's payload: (field, type name, length) per tracked field.
+pub(crate) fn decode_offer(payload: &[u8]) -> Result<Vec<(String, String, u64)>> {
+    postcard::from_bytes(payload).map_err(|e| Error::handoff(format!("PRECOPY: {e}")))
 }
 
 /// Why the successor stopped reading the pre-copy.

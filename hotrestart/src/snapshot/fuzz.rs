@@ -39,6 +39,8 @@ fn decode_every_field(frame: Vec<u8>) {
         let _ = reader.take::<Mutex<String>>(name);
         let _ = reader.take::<Mutex<HashMap<String, u64>>>(name);
         let _ = reader.take::<Option<(u32, bool, f64)>>(name);
+        let _ = reader.take::<crate::TrackedMap<String, u64>>(name);
+        let _ = reader.take::<crate::TrackedBytes>(name);
     }
 }
 
@@ -61,8 +63,12 @@ pub fn fuzz_seed() -> Vec<u8> {
         Mutex::new(map),
         Some((5u32, true, 1.5f64)),
     );
+    let tracked: crate::TrackedMap<String, u64> = [("t".to_owned(), 9)].into_iter().collect();
+    let blob = crate::TrackedBytes::from(vec![4u8, 5]);
     let mut w = SnapshotWriter::default();
     let fields = (|| -> Result<()> {
+        w.field("tracked", &tracked)?;
+        w.field("blob", &blob)?;
         w.field("n", &n)?;
         w.field("hits", &hits)?;
         w.field("s", &text)?;
