@@ -711,8 +711,8 @@ async fn main() {
 
         println!("\n## Pre-copy under writes (examples/cache.rs, {} restarts each, same run)\n", args.precopy_restarts);
         println!("Every acknowledged PUT is read back after the last restart. Memory: the largest peak over the restarts, above the process's RSS before the trigger (old) or after the old one exited (successor), against the RSS the map added to the first process.\n");
-        println!("| state and load | restarts | PUTs acknowledged / missing after / failed | accept gap median / max ms | internal trigger→READY median ms | trigger→new pid median ms | pre-copy rounds (median) | pre-copied MiB | last delta KiB | snapshot MiB | map RSS MiB | old peak extra / map | successor peak extra / map |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| state and load | restarts | PUTs acknowledged / missing after / failed | PUT latency p50 / p99 / max ms (whole run) | accept gap median / max ms | internal trigger→READY median ms | trigger→new pid median ms | pre-copy rounds (median) | pre-copied MiB | last delta KiB | snapshot MiB | map RSS MiB | old peak extra / map | successor peak extra / map |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for on in [true, false] {
             println!("{}", precopy::cache_row(&args.root, args.precopy_entries, args.precopy_restarts, 1000, on).await);
         }

@@ -18,7 +18,7 @@ fn value(i: u64) -> String {
 
 /// PUTs `/kv/p{i}` at `rate` per second on new connections until stopped (or 10 minutes);
 /// records the acknowledged ones.
-fn start_puts(addr: SocketAddr, rate: u32, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<u64>>>, failed: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+fn start_puts(addr: SocketAddr, rate: u32, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<(u64, u64)>>>, failed: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -28,12 +28,13 @@ fn start_puts(addr: SocketAddr, rate: u32, stop: Arc<AtomicBool>, acked: Arc<Mut
                 break;
             }
             tick.tick().await;
+            let sent = Instant::now();
             let put = async {
                 let mut conn = client::connect(addr).await?;
                 client::exchange_with_body(&mut conn, "PUT", &format!("/kv/p{i}"), value(i).as_bytes(), true).await
             };
             match put.await {
-                Ok(r) if r.status == 200 => acked.lock().unwrap().push(i),
+                Ok(r) if r.status == 200 => acked.lock().unwrap().push((i, sent.elapsed().as_micros() as u64)),
                 _ => {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -97,6 +98,9 @@ pub async fn cache_row(root: &Path, entries: usize, restarts: usize, rate: u32, 
     writer.await.unwrap();
     // Every acknowledged PUT, read back on one keep-alive connection.
     let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let mut latency: Vec<u64> = acked.iter().map(|&(_, us)| us).collect();
+    latency.sort_unstable();
+    let acked: Vec<u64> = acked.into_iter().map(|(i, _)| i).collect();
     let mut missing = 0usize;
     let mut conn = client::connect(server.addr).await.unwrap_or_else(|o| panic!("connect: {o:?}"));
     for &i in &acked {
@@ -118,11 +122,14 @@ pub async fn cache_row(root: &Path, entries: usize, restarts: usize, rate: u32, 
     let mut elapsed = server.handover_figures("elapsed_ms");
     server.stop();
     format!(
-        "| {entries} × 16 B, {rate} PUT/s, pre-copy {} | {} | {} / {missing} / {} | {:.2} / {:.2} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} |",
+        "| {entries} × 16 B, {rate} PUT/s, pre-copy {} | {} | {} / {missing} / {} | {:.2} / {:.2} / {:.1} | {:.2} / {:.2} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} |",
         if precopy { "on" } else { "off (full copy after the quiesce)" },
         took.len(),
         acked.len(),
         failed.load(Ordering::Relaxed),
+        crate::pct(&latency, 0.5),
+        crate::pct(&latency, 0.99),
+        crate::pct(&latency, 1.0),
         median(&mut gap),
         max_gap,
         median(&mut elapsed),
