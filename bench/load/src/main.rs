@@ -379,25 +379,7 @@ async fn state_row(args: &Args, label: &str, env: &[(&str, String)], pokes_per_s
     let server = Server::start(&target, env).await;
     let old = server.pid().await.unwrap();
     let base_old = procs::rss(old).unwrap_or(0);
-    let sampler = tokio::spawn(async move {
-        let (mut peak_old, mut peak_new, mut new_pid) = (0u64, 0u64, 0u32);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(120) {
-            match procs::rss(old) {
-                Some(r) => peak_old = peak_old.max(r),
-                None if new_pid != 0 => break,
-                None => {}
-            }
-            if new_pid == 0 {
-                new_pid = procs::children(old).into_iter().next().unwrap_or(0);
-            }
-            if new_pid != 0 {
-                peak_new = peak_new.max(procs::rss(new_pid).unwrap_or(0));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        (peak_old, peak_new, new_pid)
-    });
+    let sampler = precopy::sample_peaks(old);
     // A small write rate into the tracked fields while they are pre-copied.
     let poking = Arc::new(std::sync::atomic::AtomicBool::new(pokes_per_sec > 0));
     let poker = {

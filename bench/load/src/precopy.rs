@@ -44,7 +44,7 @@ fn start_puts(addr: SocketAddr, rate: u32, stop: Arc<AtomicBool>, acked: Arc<Mut
 }
 
 /// Peak RSS of `old` and of its successor while `old` hands over, sampled every millisecond.
-fn sample_peaks(old: u32) -> tokio::task::JoinHandle<(u64, u64, u32)> {
+pub fn sample_peaks(old: u32) -> tokio::task::JoinHandle<(u64, u64, u32)> {
     tokio::spawn(async move {
         let (mut peak_old, mut peak_new, mut new_pid) = (0u64, 0u64, 0u32);
         let start = Instant::now();

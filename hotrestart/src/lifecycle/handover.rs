@@ -636,7 +636,10 @@ async fn watched<T>(
     tokio::select! {
         done = work => match done {
             Ok(v) => Ok(v),
-            Err(e) => Err(broken(child, pid, stage, e).await),
+            Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<precopy::Rejected>()) {
+                Some(precopy::Rejected(reason)) => Err(Rollback::Rejected { pid, reason: reason.clone() }),
+                None => Err(broken(child, pid, stage, e).await),
+            },
         },
         status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
         _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),

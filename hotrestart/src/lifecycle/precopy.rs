@@ -73,17 +73,8 @@ impl<'a> PreCopy<'a> {
             .collect();
         let payload = postcard::to_stdvec(&offer).map_err(std::io::Error::other)?;
         handoff::write_frame(chan, handoff::TAG_PRECOPY, &payload).await?;
-        let answer = handoff::read_frame(chan, handoff::MAX_CONTROL).await?;
-        if answer.tag != handoff::TAG_PRECOPY_ACCEPT {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "expected PRECOPY_ACCEPT, got {}",
-                    handoff::tag_name(answer.tag)
-                ),
-            ));
-        }
-        let accepted: Vec<u16> = postcard::from_bytes(&answer.payload).map_err(|e| {
+        let answer = answer(chan, handoff::TAG_PRECOPY_ACCEPT).await?;
+        let accepted: Vec<u16> = postcard::from_bytes(&answer).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("PRECOPY_ACCEPT: {e}"),
@@ -128,16 +119,7 @@ impl<'a> PreCopy<'a> {
                 // Wait until the successor has applied what it was sent, so that the accept
                 // gap holds the last round only, not a backlog of pieces in the channel.
                 handoff::write_frame(chan, handoff::TAG_PRECOPY_SYNC, &[]).await?;
-                let answer = handoff::read_frame(chan, handoff::MAX_CONTROL).await?;
-                if answer.tag != handoff::TAG_PRECOPY_SYNC {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "expected PRECOPY_SYNC, got {}",
-                            handoff::tag_name(answer.tag)
-                        ),
-                    ));
-                }
+                answer(chan, handoff::TAG_PRECOPY_SYNC).await?;
                 self.elapsed = started.elapsed();
                 return Ok(self.pending());
             }
@@ -187,6 +169,40 @@ impl<'a> PreCopy<'a> {
         }
         Ok(sent)
     }
+}
+
+/// The successor's REJECT, read where an answer was awaited: carried in the `io::Error` so the
+/// rollback says the successor's reason.
+#[derive(Debug)]
+pub(super) struct Rejected(pub(super) String);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Reads the successor's answer, which must be a `tag` frame; returns its payload. A REJECT is
+/// a [`Rejected`] error; anything else, an error naming what came.
+async fn answer(chan: &mut UnixStream, tag: u8) -> std::io::Result<Vec<u8>> {
+    let frame = handoff::read_frame(chan, handoff::MAX_CONTROL).await?;
+    if frame.tag == handoff::TAG_REJECT {
+        let reason = String::from_utf8_lossy(&frame.payload).into_owned();
+        return Err(std::io::Error::other(Rejected(reason)));
+    }
+    if frame.tag != tag {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "expected {}, got {}",
+                handoff::tag_name(tag),
+                handoff::tag_name(frame.tag)
+            ),
+        ));
+    }
+    Ok(frame.payload)
 }
 
 /// The successor's side: a receiver for each field it took, filled as the pieces arrive.

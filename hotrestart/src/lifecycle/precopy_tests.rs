@@ -188,3 +188,26 @@ async fn rounds_stop_when_they_do_not_shrink_or_at_the_bound() {
         answer.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_reject_in_answer_to_the_offer_carries_the_successors_reason() {
+    let map: TrackedMap<u64, u64> = [(1, 1)].into_iter().collect();
+    let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+    let successor = tokio::spawn(async move {
+        let offer = handoff::read_frame(&mut theirs, handoff::MAX_CONTROL).await.unwrap();
+        assert_eq!(offer.tag, handoff::TAG_PRECOPY);
+        handoff::write_frame(&mut theirs, handoff::TAG_REJECT, b"no room")
+            .await
+            .unwrap();
+    });
+    let e = match PreCopy::offer(&mut ours, vec![("map", &map as &dyn Tracked)]).await {
+        Err(e) => e,
+        Ok(_) => panic!("a REJECT is not an answer"),
+    };
+    let why = e.get_ref().and_then(|e| e.downcast_ref::<Rejected>());
+    assert_eq!(why.map(|r| r.0.as_str()), Some("no room"));
+    successor.await.unwrap();
+    // Nothing was started: writes are not recorded.
+    map.insert(2, 2);
+    assert_eq!(map.pending(), 0);
+}
