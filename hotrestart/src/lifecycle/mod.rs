@@ -32,6 +32,7 @@ mod entry;
 mod handover;
 mod inherit;
 pub(crate) mod precopy;
+mod rollback;
 mod takeover;
 mod trigger;
 

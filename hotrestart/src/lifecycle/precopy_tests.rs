@@ -194,7 +194,9 @@ async fn a_reject_in_answer_to_the_offer_carries_the_successors_reason() {
     let map: TrackedMap<u64, u64> = [(1, 1)].into_iter().collect();
     let (mut ours, mut theirs) = UnixStream::pair().unwrap();
     let successor = tokio::spawn(async move {
-        let offer = handoff::read_frame(&mut theirs, handoff::MAX_CONTROL).await.unwrap();
+        let offer = handoff::read_frame(&mut theirs, handoff::MAX_CONTROL)
+            .await
+            .unwrap();
         assert_eq!(offer.tag, handoff::TAG_PRECOPY);
         handoff::write_frame(&mut theirs, handoff::TAG_REJECT, b"no room")
             .await
