@@ -247,7 +247,8 @@ pub(crate) struct HandoverState {
     /// a long-lived response) would change a state that is no longer handed over, so it is
     /// refused with a status its client retries.
     pub(crate) snapshot_taken: std::sync::atomic::AtomicBool,
-    /// Requests refused so.
+    /// Requests refused so (by the HTTP layer: unused without the `http` feature).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) refused_late: std::sync::atomic::AtomicUsize,
     drain_timeout: std::time::Duration,
 }

@@ -53,7 +53,7 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     fn skipped(&self, name: &str) -> bool {
-        self.skip.iter().any(|s| *s == name)
+        self.skip.contains(&name)
     }
 
     /// Writes one field. `T`'s type name is stored with it to detect type changes.

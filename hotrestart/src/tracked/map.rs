@@ -405,11 +405,8 @@ where
                 }
             }
         }
-        if entries > 0 {
-            self.entry_bytes.store(
-                ((out.len() - start) as u64 / entries).max(1),
-                Ordering::Relaxed,
-            );
+        if let Some(each) = ((out.len() - start) as u64).checked_div(entries) {
+            self.entry_bytes.store(each.max(1), Ordering::Relaxed);
         }
         Ok(cursor.next < SHARDS)
     }
