@@ -83,6 +83,10 @@ async fn remove(State(cache): State<Arc<Cache>>, Path(key): Path<String>) -> Res
     }
 }
 
+/// The most entries one `/fill` stores, and the largest value it makes.
+const MAX_FILL: usize = 50_000_000;
+const MAX_VALUE: usize = 1 << 20;
+
 #[derive(serde::Deserialize)]
 struct Fill {
     n: usize,
@@ -91,6 +95,10 @@ struct Fill {
 
 /// Fills on a blocking thread (a million inserts take a while); answers once all are stored.
 async fn fill(State(cache): State<Arc<Cache>>, Query(Fill { n, bytes }): Query<Fill>) -> Response {
+    if n > MAX_FILL || bytes > MAX_VALUE {
+        let why = format!("n is at most {MAX_FILL} and bytes at most {MAX_VALUE}");
+        return (StatusCode::BAD_REQUEST, why).into_response();
+    }
     let filled = tokio::task::spawn_blocking(move || {
         cache.entries.reserve(n);
         for i in 0..n {

@@ -264,7 +264,7 @@ impl Attempt {
             );
             precopy = match offered.await {
                 Ok(taken) => taken,
-                Err(why) => return Err(rejected_or(chan, pid, why).await),
+                Err(why) => return Err(explained(chan, pid, why).await),
             };
         }
         let mut precopied = Precopied::default();
@@ -272,7 +272,7 @@ impl Attempt {
             let left = watched(child, pid, Stage::Precopy, window, p.rounds(chan)).await;
             let left = match left {
                 Ok(left) => left,
-                Err(why) => return Err(rejected_or(chan, pid, why).await),
+                Err(why) => return Err(explained(chan, pid, why).await),
             };
             (precopied.rounds, precopied.bytes, precopied.elapsed) = (p.rounds, p.bytes, p.elapsed);
             tracing::debug!(
@@ -326,7 +326,7 @@ impl Attempt {
         if let Some(p) = &mut precopy {
             match watched(child, pid, Stage::Precopy, window, p.last_round(chan)).await {
                 Ok(sent) => precopied.last_delta = sent,
-                Err(why) => return Err(rejected_or(chan, pid, why).await),
+                Err(why) => return Err(explained(chan, pid, why).await),
             }
             skip = p.names();
         }
@@ -498,13 +498,27 @@ async fn watched<T>(
     tokio::select! {
         done = work => match done {
             Ok(v) => Ok(v),
-            Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<precopy::Rejected>()) {
-                Some(precopy::Rejected(reason)) => Err(Rollback::Rejected { pid, reason: reason.clone() }),
-                None => Err(broken(child, pid, stage, e).await),
-            },
+            Err(e) if e.get_ref().is_some_and(|e| e.is::<precopy::Stopped>()) => {
+                let stopped = e.into_inner().and_then(|e| e.downcast::<precopy::Stopped>().ok());
+                Err(match stopped.map(|b| *b) {
+                    Some(precopy::Stopped::Rejected(reason)) => Rollback::Rejected { pid, reason },
+                    Some(precopy::Stopped::OutOfTurn(tag)) => Rollback::OutOfTurn { pid, stage, tag },
+                    Some(precopy::Stopped::Encode(e)) => Rollback::Snapshot(e),
+                    None => unreachable!("checked above"),
+                })
+            }
+            Err(e) => Err(broken(child, pid, stage, e).await),
         },
         status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
         _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),
+    }
+}
+
+/// [`rejected_or`], unless `why` already says what the successor or this process did.
+async fn explained(chan: &mut UnixStream, pid: u32, why: Rollback) -> Rollback {
+    match why {
+        Rollback::Rejected { .. } | Rollback::OutOfTurn { .. } | Rollback::Snapshot(_) => why,
+        other => rejected_or(chan, pid, other).await,
     }
 }
 

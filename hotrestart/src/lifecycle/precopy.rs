@@ -149,13 +149,20 @@ impl<'a> PreCopy<'a> {
     async fn round(&self, chan: &mut UnixStream) -> std::io::Result<u64> {
         let mut sent = 0u64;
         let mut buf = Vec::with_capacity(PIECE_BUDGET + (64 << 10));
-        for (index, _, field) in &self.fields {
+        for (index, name, field) in &self.fields {
             loop {
                 buf.clear();
                 buf.extend_from_slice(&index.to_le_bytes());
-                let more = field
-                    .piece(&mut buf, PIECE_BUDGET)
-                    .map_err(std::io::Error::other)?;
+                let more = field.piece(&mut buf, PIECE_BUDGET).map_err(|e| {
+                    let e = match e {
+                        Error::Field { reason, .. } => Error::Field {
+                            field: (*name).to_owned(),
+                            reason,
+                        },
+                        other => other,
+                    };
+                    std::io::Error::other(Stopped::Encode(e))
+                })?;
                 if buf.len() > 2 {
                     handoff::write_frame(chan, handoff::TAG_PIECE, &buf).await?;
                     sent += buf.len() as u64;
@@ -171,36 +178,39 @@ impl<'a> PreCopy<'a> {
     }
 }
 
-/// The successor's REJECT, read where an answer was awaited: carried in the `io::Error` so the
-/// rollback says the successor's reason.
+/// Why the old process's side stopped, other than the channel: carried inside the
+/// `io::Error` its work on the channel returns, so that the rollback says what happened.
 #[derive(Debug)]
-pub(super) struct Rejected(pub(super) String);
+pub(super) enum Stopped {
+    /// The successor answered REJECT, with its reason.
+    Rejected(String),
+    /// The successor sent another frame than the one awaited.
+    OutOfTurn(u8),
+    /// A field could not be encoded.
+    Encode(Error),
+}
 
-impl std::fmt::Display for Rejected {
+impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Stopped::Rejected(reason) => write!(f, "rejected: {reason}"),
+            Stopped::OutOfTurn(tag) => write!(f, "sent {}", handoff::tag_name(*tag)),
+            Stopped::Encode(e) => e.fmt(f),
+        }
     }
 }
 
-impl std::error::Error for Rejected {}
+impl std::error::Error for Stopped {}
 
-/// Reads the successor's answer, which must be a `tag` frame; returns its payload. A REJECT is
-/// a [`Rejected`] error; anything else, an error naming what came.
+/// Reads the successor's answer, which must be a `tag` frame; returns its payload.
 async fn answer(chan: &mut UnixStream, tag: u8) -> std::io::Result<Vec<u8>> {
     let frame = handoff::read_frame(chan, handoff::MAX_CONTROL).await?;
     if frame.tag == handoff::TAG_REJECT {
         let reason = String::from_utf8_lossy(&frame.payload).into_owned();
-        return Err(std::io::Error::other(Rejected(reason)));
+        return Err(std::io::Error::other(Stopped::Rejected(reason)));
     }
     if frame.tag != tag {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "expected {}, got {}",
-                handoff::tag_name(tag),
-                handoff::tag_name(frame.tag)
-            ),
-        ));
+        return Err(std::io::Error::other(Stopped::OutOfTurn(frame.tag)));
     }
     Ok(frame.payload)
 }

@@ -146,6 +146,8 @@ impl Hot {
             );
             return Err(reject(&mut chan, "handover", e).await);
         }
+        // What was pre-copied is dropped before the state file is read: never both at once.
+        drop(receiving);
         let vanished = vanished.is_some_and(|why| {
             tracing::warn!("the previous process went away before handing over its state ({why}): falling back to the state file, else the initial state");
             self.cold_restore(state);

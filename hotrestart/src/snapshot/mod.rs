@@ -61,11 +61,13 @@ impl State for () {
 /// Type name under which a `Vec<u8>` field is stored (and read back without serde).
 const BLOB_TYPE: &str = "alloc::vec::Vec<u8>";
 /// Type name of a [`TrackedBytes`](crate::TrackedBytes) field, stored (and read back) as a blob.
-const TRACKED_BLOB_TYPE: &str = "hotrestart::tracked::bytes::TrackedBytes";
+fn tracked_blob_type() -> &'static str {
+    std::any::type_name::<crate::TrackedBytes>()
+}
 
 /// Whether a field of this type is stored as a blob: its bytes after a postcard length.
 fn is_blob(type_name: &str) -> bool {
-    type_name == BLOB_TYPE || type_name == TRACKED_BLOB_TYPE
+    type_name == BLOB_TYPE || type_name == tracked_blob_type()
 }
 
 /// Serializes a state into a snapshot frame that borrows from it.

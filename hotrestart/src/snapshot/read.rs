@@ -273,7 +273,7 @@ impl SnapshotReader {
             }
             Value::Blob(declared, bytes)
                 if TypeId::of::<T>() == TypeId::of::<crate::TrackedBytes>()
-                    && expected == super::TRACKED_BLOB_TYPE =>
+                    && expected == super::tracked_blob_type() =>
             {
                 if declared != bytes.len() as u64 {
                     return Err(field_error(

@@ -239,7 +239,7 @@ impl<'de> Deserialize<'de> for TrackedBytes {
                 self,
                 mut seq: A,
             ) -> std::result::Result<TrackedBytes, A::Error> {
-                let mut v = Vec::with_capacity(super::presize(seq.size_hint().unwrap_or(0)));
+                let mut v = Vec::with_capacity(super::presize::<u8>(seq.size_hint().unwrap_or(0)));
                 while let Some(b) = seq.next_element()? {
                     v.push(b);
                 }
@@ -299,6 +299,9 @@ impl Tracked for TrackedBytes {
     }
 
     fn pending(&self) -> u64 {
+        if !self.tracking.load(Ordering::Acquire) {
+            return 0;
+        }
         let len = self.len();
         let track = self.track();
         let resized = u64::from(track.sent_len != Some(len));

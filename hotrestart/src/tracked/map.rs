@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 /// and copied whole under its lock in the first round of a pre-copy (at a million entries, about
 /// 8,000 entries, a fraction of a millisecond).
 const SHARDS: usize = 128;
+
+/// The parts of a map, each behind its lock.
+type Parts<K, V> = Box<[Mutex<Shard<K, V>>]>;
 
 struct Shard<K, V> {
     map: HashMap<K, V>,
@@ -46,6 +49,11 @@ struct Cursor {
 /// [`update`](Self::update), [`upsert`](Self::upsert), [`retain`](Self::retain) and
 /// [`for_each`](Self::for_each) run under a part's lock: they must not call the same map.
 ///
+/// Change values through [`insert`](Self::insert), [`update`](Self::update),
+/// [`upsert`](Self::upsert) or [`retain`](Self::retain): a value changed through interior
+/// mutability (an atomic inside it, reached with `get_with` or `for_each`) is not recorded, and a
+/// restart under way would miss that change.
+///
 /// Iteration order is unspecified, as a `HashMap`'s. Keys are spread over the parts by a hash
 /// with its own random keys, and each part is a `HashMap` with std's DoS-resistant hasher.
 ///
@@ -58,7 +66,8 @@ struct Cursor {
 /// assert!(sessions.is_empty());
 /// ```
 pub struct TrackedMap<K, V> {
-    shards: Box<[Mutex<Shard<K, V>>]>,
+    /// Made at the first insert (or `with_capacity`): an empty map costs no allocation.
+    shards: OnceLock<Parts<K, V>>,
     /// Picks the part of a key; independent of the parts' own hashers.
     router: RandomState,
     len: AtomicUsize,
@@ -95,20 +104,12 @@ impl<K, V> TrackedMap<K, V> {
 
     /// An empty map with room for `capacity` entries without growing.
     pub fn with_capacity(capacity: usize) -> Self {
-        let per = if capacity == 0 {
-            0
-        } else {
-            capacity / SHARDS + capacity / SHARDS / 16 + 8
-        };
+        let shards = OnceLock::new();
+        if capacity > 0 {
+            let _ = shards.set(parts(capacity / SHARDS + capacity / SHARDS / 16 + 8));
+        }
         TrackedMap {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        map: HashMap::with_capacity(per),
-                        changed: None,
-                    })
-                })
-                .collect(),
+            shards,
             router: RandomState::new(),
             len: AtomicUsize::new(0),
             cursor: Mutex::new(Cursor::default()),
@@ -129,14 +130,47 @@ impl<K, V> TrackedMap<K, V> {
 
     /// How many entries the map holds without growing (all its parts together).
     pub fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).map.capacity()).sum()
+        self.parts_if_any()
+            .iter()
+            .map(|s| lock(s).map.capacity())
+            .sum()
+    }
+
+    /// The parts, made now if they were not.
+    fn parts(&self) -> &[Mutex<Shard<K, V>>] {
+        self.shards.get_or_init(|| parts(0))
+    }
+
+    /// The parts, none if the map never had an entry.
+    fn parts_if_any(&self) -> &[Mutex<Shard<K, V>>] {
+        self.shards.get().map_or(&[], |p| p)
     }
 }
 
+/// `SHARDS` empty parts with room for `per` entries each.
+fn parts<K, V>(per: usize) -> Parts<K, V> {
+    (0..SHARDS)
+        .map(|_| {
+            Mutex::new(Shard {
+                map: HashMap::with_capacity(per),
+                changed: None,
+            })
+        })
+        .collect()
+}
+
 impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
+    /// The part of `key`, for a write that may add it.
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V>> {
         let h = self.router.hash_one(key);
-        lock(&self.shards[(h % SHARDS as u64) as usize])
+        lock(&self.parts()[(h % SHARDS as u64) as usize])
+    }
+
+    /// The part of `key`, if the map has parts (an empty map has none to look in).
+    fn shard_if_any<Q: Hash + ?Sized>(&self, key: &Q) -> Option<MutexGuard<'_, Shard<K, V>>> {
+        let parts = self.shards.get()?;
+        let h = self.router.hash_one(key);
+        Some(lock(&parts[(h % SHARDS as u64) as usize]))
     }
 
     fn record(&self, shard: &mut Shard<K, V>, key: impl FnOnce() -> K) {
@@ -164,7 +198,7 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut shard = self.shard(key);
+        let mut shard = self.shard_if_any(key)?;
         let (k, v) = shard.map.remove_entry(key)?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         self.record(&mut shard, || k);
@@ -178,7 +212,7 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
         Q: Hash + Eq + ?Sized,
         V: Clone,
     {
-        self.shard(key).map.get(key).cloned()
+        self.shard_if_any(key)?.map.get(key).cloned()
     }
 
     /// Calls `read` with the value under `key`, under the lock of its part.
@@ -187,7 +221,7 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shard(key).map.get(key).map(read)
+        self.shard_if_any(key)?.map.get(key).map(read)
     }
 
     /// Whether `key` has a value.
@@ -196,7 +230,8 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shard(key).map.contains_key(key)
+        self.shard_if_any(key)
+            .is_some_and(|shard| shard.map.contains_key(key))
     }
 
     /// Changes the value under `key` in place, if there is one.
@@ -205,7 +240,7 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut shard = self.shard(key);
+        let mut shard = self.shard_if_any(key)?;
         if shard.changed.is_some() {
             let k = shard.map.get_key_value(key)?.0.clone();
             self.record(&mut shard, || k);
@@ -223,32 +258,37 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
     ) -> R {
         let mut shard = self.shard(&key);
         self.record(&mut shard, || key.clone());
-        let len = shard.map.len();
-        let out = change(shard.map.entry(key).or_insert_with(default));
-        if shard.map.len() > len {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
-        out
+        // Counted when inserted, so that a `change` that panics leaves `len` right.
+        let value = match shard.map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let value = e.insert(default());
+                self.len.fetch_add(1, Ordering::Relaxed);
+                value
+            }
+        };
+        change(value)
     }
 
-    /// Keeps the entries for which `keep` returns `true`, part by part.
+    /// Keeps the entries for which `keep` returns `true`, part by part. `keep` may change the
+    /// values it keeps: while a pre-copy runs, every entry it visits is recorded (kept and
+    /// changed, or removed).
     pub fn retain(&self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        for s in self.shards.iter() {
+        for s in self.parts_if_any() {
             let mut shard = lock(s);
             let Shard { map, changed } = &mut *shard;
-            let before = map.len();
             map.retain(|k, v| {
                 let kept = keep(k, v);
-                if !kept {
-                    if let Some(changed) = changed {
-                        if changed.insert(k.clone()) {
-                            self.changed.fetch_add(1, Ordering::Relaxed);
-                        }
+                if let Some(changed) = changed {
+                    if changed.insert(k.clone()) {
+                        self.changed.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+                if !kept {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
                 }
                 kept
             });
-            self.len.fetch_sub(before - map.len(), Ordering::Relaxed);
         }
     }
 
@@ -259,7 +299,7 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
 
     /// Calls `visit` with every entry, part by part (each part under its lock).
     pub fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
-        for s in self.shards.iter() {
+        for s in self.parts_if_any() {
             for (k, v) in &lock(s).map {
                 visit(k, v);
             }
@@ -281,7 +321,7 @@ impl<K: Eq + Hash + Clone, V> TrackedMap<K, V> {
     /// Makes room for `additional` more entries, spread over the parts.
     pub fn reserve(&self, additional: usize) {
         let per = additional / SHARDS + additional / SHARDS / 16 + 8;
-        for s in self.shards.iter() {
+        for s in self.parts() {
             lock(s).map.reserve(per);
         }
     }
@@ -310,7 +350,7 @@ impl<K: Eq + Hash + Clone, V> From<HashMap<K, V>> for TrackedMap<K, V> {
 impl<K: Serialize, V: Serialize> Serialize for TrackedMap<K, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         // In order, one after the other: a writer holds at most one, so this cannot deadlock.
-        let shards: Vec<_> = self.shards.iter().map(lock).collect();
+        let shards: Vec<_> = self.parts_if_any().iter().map(lock).collect();
         let len = shards.iter().map(|s| s.map.len()).sum();
         let mut out = serializer.serialize_map(Some(len))?;
         for shard in &shards {
@@ -344,8 +384,8 @@ where
             ) -> std::result::Result<Self::Value, A::Error> {
                 // Pre-sized once, so a million entries are not rehashed twenty times; from a
                 // length bounded by the input (see `presize`).
-                let map =
-                    TrackedMap::with_capacity(super::presize(access.size_hint().unwrap_or(0)));
+                let declared = access.size_hint().unwrap_or(0);
+                let map = TrackedMap::with_capacity(super::presize::<(K, V)>(declared));
                 while let Some((k, v)) = access.next_entry()? {
                     map.insert(k, v);
                 }
@@ -373,6 +413,8 @@ where
     }
 
     fn start(&self) {
+        // Made now: a part made after the first round passed it would never be recorded.
+        self.parts();
         self.stop();
         *lock(&self.cursor) = Cursor {
             next: 0,
@@ -385,7 +427,7 @@ where
         let start = out.len();
         let mut entries = 0u64;
         while cursor.next < SHARDS && out.len() - start < budget.max(1) {
-            let mut shard = lock(&self.shards[cursor.next]);
+            let mut shard = lock(&self.parts_if_any()[cursor.next]);
             cursor.next += 1;
             let Shard { map, changed } = &mut *shard;
             if cursor.whole {
@@ -423,7 +465,7 @@ where
     }
 
     fn stop(&self) {
-        for s in self.shards.iter() {
+        for s in self.parts_if_any() {
             lock(s).changed = None;
         }
         self.changed.store(0, Ordering::Relaxed);
@@ -464,11 +506,12 @@ where
     V: DeserializeOwned + Send + Sync + 'static,
 {
     fn apply(&mut self, mut piece: &[u8]) -> Result<()> {
-        // Room for the declared entries, but never more than the bytes received can hold
-        // (two bytes an entry at the least): a lying length costs what an honest input of
-        // that size would.
+        // Room for the declared entries, but never for more than three times the bytes
+        // received would take in memory: a lying length cannot make it allocate much more
+        // than what arrived.
         self.received += piece.len() as u64;
-        let room = self.declared.min(self.received / 2);
+        let entry = std::mem::size_of::<(K, V)>().max(1) as u64;
+        let room = self.declared.min(self.received.saturating_mul(3) / entry);
         if room > self.reserved {
             let have = self.map.len() as u64;
             self.map.reserve(room.saturating_sub(have) as usize);

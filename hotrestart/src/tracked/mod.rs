@@ -73,13 +73,14 @@ pub(crate) fn with_input_len<R>(len: usize, decode: impl FnOnce() -> R) -> R {
     out
 }
 
-/// How many entries a declared length may pre-size: at most one per two bytes of the input
-/// (the smallest an entry of two values encodes to), so that a lying length costs no more than
-/// an honest input of the same size; without a known input, a cautious 4096.
-pub(crate) fn presize(declared: usize) -> usize {
+/// How many values of `T` a declared length may pre-size: no more than three times the input's
+/// length would hold in memory, so that a lying length costs at most a small multiple of the
+/// input; without a known input, serde's cautious 1 MiB.
+pub(crate) fn presize<T>(declared: usize) -> usize {
+    let size = std::mem::size_of::<T>().max(1);
     match INPUT_LEN.with(Cell::get) {
-        Some(len) => declared.min(len / 2),
-        None => declared.min(4096),
+        Some(len) => declared.min(len.saturating_mul(3) / size),
+        None => declared.min((1 << 20) / size),
     }
 }
 

@@ -54,7 +54,11 @@ fn a_map_pre_copied_under_writes_ends_equal_to_the_source() {
                     }
                 }
                 if i % 10_000 == 0 {
-                    map.retain(|_, v| *v % 97 != 0);
+                    // Changes the values it keeps, too.
+                    map.retain(|_, v| {
+                        *v += 1;
+                        *v % 97 != 0
+                    });
                 }
                 i += 1;
             }
@@ -96,6 +100,27 @@ fn a_byte_buffer_pre_copied_under_writes_ends_equal_to_the_source() {
     });
     let got = got.downcast::<TrackedBytes>().unwrap();
     assert_eq!(got.to_vec(), blob.to_vec());
+}
+
+#[test]
+fn stopping_a_pre_copy_stops_the_recording() {
+    let map: TrackedMap<u32, u32> = (0..1000).map(|i| (i, i)).collect();
+    let blob = TrackedBytes::from(vec![0u8; 3 * bytes::PAGE]);
+    for field in [&map as &dyn Tracked, &blob] {
+        field.start();
+        let mut piece = Vec::new();
+        while field.piece(&mut piece, usize::MAX).unwrap() {}
+        field.stop();
+    }
+    map.insert(1, 2);
+    blob.write(10, b"x");
+    assert_eq!((map.pending(), blob.pending()), (0, 0));
+    // And a new pre-copy records from its own start.
+    map.start();
+    let mut piece = Vec::new();
+    while map.piece(&mut piece, usize::MAX).unwrap() {}
+    map.insert(1, 3);
+    assert!(map.pending() > 0);
 }
 
 #[test]
