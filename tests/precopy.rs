@@ -143,7 +143,13 @@ fn stop_successor_mid_round(svc: &Service, old: u32) -> u32 {
         .expect("a successor has HOTRESTART_HANDOFF_FD");
     let start = Instant::now();
     loop {
-        svc.signal(successor, libc::SIGSTOP);
+        // SAFETY: kill with a pid and a signal number.
+        if unsafe { libc::kill(successor as i32, libc::SIGSTOP) } != 0 {
+            panic!(
+                "successor {successor} is gone before a round was caught; log:\n{}",
+                svc.log_text()
+            );
+        }
         thread::sleep(Duration::from_millis(30));
         if unread_bytes(successor, fd).unwrap_or(0) >= 64 << 10 {
             return successor;

@@ -138,3 +138,40 @@ async fn connections_cross_a_socketpair_in_batches() {
         assert_eq!(byte[0], i as u8);
     }
 }
+
+/// A HELLO read interrupted by a signal (what a SIGSTOP/SIGCONT of the successor does to a read
+/// with a timeout) is retried, not taken for the end of the handover.
+#[test]
+fn an_interrupted_hello_read_is_retried() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    extern "C" fn nothing(_: libc::c_int) {}
+    // SAFETY: the handler does nothing (async-signal-safe), and SIGURG is not used otherwise by
+    // this test binary.
+    unsafe {
+        sigaction(
+            Signal::SIGURG,
+            &SigAction::new(
+                SigHandler::Handler(nothing),
+                SaFlags::empty(),
+                SigSet::empty(),
+            ),
+        )
+        .unwrap();
+    }
+    let (ours, theirs) = StdUnixStream::pair().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        recv_hello(&theirs).map(|(hello, fds)| (hello.generation, fds.len()))
+    });
+    let thread = rx.recv().unwrap();
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        // SAFETY: `thread` is alive: it waits for the HELLO sent below.
+        unsafe { libc::pthread_kill(thread, libc::SIGURG) };
+    }
+    let listener: OwnedFd = std::net::TcpListener::bind("127.0.0.1:0").unwrap().into();
+    send_hello(&ours, 3, &[("http".to_owned(), listener)], &[]).unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), (3, 1));
+}
