@@ -6,6 +6,8 @@
 //!   (the key's number in decimal, repeated), `200` when done.
 //! - `GET /len` → the number of entries; `GET /` → `hello`. Every response carries `x-pid`.
 //! - Listens on `127.0.0.1:$PORT` (default 3000) through the listener named `http`.
+//! - `INIT_DELAY_MS=N`: a slow initialisation of N ms before `hot.ready` (a cache warm-up, a
+//!   pool): the first pre-copy round runs meanwhile.
 //! - `kill -HUP <pid>`: hot restart. `kill -TERM <pid>`: graceful exit, the map saved to
 //!   `cache.state` (or `$HOTRESTART_STATE_FILE`), restored at the next start.
 //!
@@ -48,6 +50,13 @@ async fn main(hot: hotrestart::Hot) -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
     let listener = hot.tcp("http", ("127.0.0.1", port))?;
+    // Slow initialisation: the old process serves meanwhile, and pre-copies its map to us.
+    if let Some(ms) = std::env::var("INIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let cache = hot.ready(Cache::default()).await?;
     let app = Router::new()
         .route("/", get(|| async { "hello" }))

@@ -195,8 +195,13 @@ fn every_acknowledged_write_survives_twenty_restarts_with_the_map_pre_copied() {
         let rounds: u32 = field(line, "precopy_rounds").unwrap();
         let precopied: u64 = field(line, "precopy_bytes").unwrap();
         let snapshot: u64 = field(line, "state_bytes").unwrap();
+        // The first round went while the successor initialised.
+        let early: u64 = field(line, "precopy_early_bytes").unwrap();
         assert!(
-            (1..=10).contains(&rounds) && precopied > FILLED as u64 * 20 && snapshot < 1024,
+            (1..=10).contains(&rounds)
+                && precopied > FILLED as u64 * 20
+                && early > FILLED as u64 * 20
+                && snapshot < 1024,
             "{line}"
         );
     }
@@ -300,4 +305,35 @@ fn a_successor_whose_map_changed_type_takes_no_pre_copy_and_refuses_the_snapshot
     let new = svc.hot_restart();
     assert_ne!(new, pid);
     assert_eq!(len(&svc), FILLED + 1, "and handed over afterwards");
+}
+
+#[test]
+fn the_first_round_is_copied_while_the_successor_initialises() {
+    // A successor that takes 1.5 s to initialise: the whole map goes meanwhile.
+    let svc = cache(&[("INIT_DELAY_MS", "1500")]);
+    request_with_body(svc.addr(), "PUT", "/kv/before", b"1").unwrap();
+    let old = svc.pid();
+    svc.signal(old, libc::SIGHUP);
+    // While the successor sleeps in its initialisation, the old process still serves, writes
+    // included.
+    thread::sleep(Duration::from_millis(700));
+    let during = request_with_body(svc.addr(), "PUT", "/kv/during", b"2").unwrap();
+    assert_eq!((during.status, during.pid), (200, old));
+    let new = svc.wait_new_pid(old);
+    assert_eq!(wait_exit(old, WAIT), 0);
+    let line = svc.wait_log("handed over to pid", 1).remove(0);
+    let early: u64 = field(&line, "precopy_early_bytes").unwrap();
+    let precopied: u64 = field(&line, "precopy_bytes").unwrap();
+    assert!(
+        early > FILLED as u64 * 20 && early * 10 >= precopied * 9,
+        "the first round, nearly all of it, went during the initialisation: {line}"
+    );
+    assert_eq!(svc.pid(), new);
+    assert_eq!(get(svc.addr(), "/kv/before").unwrap().body, "1");
+    assert_eq!(
+        get(svc.addr(), "/kv/during").unwrap().body,
+        "2",
+        "written during the init, in a later round"
+    );
+    assert_eq!(len(&svc), FILLED + 2);
 }

@@ -33,6 +33,9 @@ pub(crate) const ENV_CONTROL_SOCKET: &str = "HOTRESTART_CONTROL_SOCKET";
 pub(crate) const ENV_WATCH_EXE: &str = "HOTRESTART_WATCH_EXE";
 /// Operator setting: `0` to close idle connections at a handover instead of handing them over.
 pub(crate) const ENV_HAND_OVER_CONNECTIONS: &str = "HOTRESTART_HAND_OVER_CONNECTIONS";
+/// Set by the old process when it has tracked fields to pre-copy: the successor then asks for
+/// the first round right after HELLO, while it initialises (EARLY). An older successor ignores it.
+pub(crate) const ENV_PRECOPY_EARLY: &str = "HOTRESTART_PRECOPY_EARLY";
 /// Operator setting: `0` to copy tracked fields whole in the snapshot instead of pre-copying.
 pub(crate) const ENV_PRECOPY: &str = "HOTRESTART_PRECOPY";
 /// Operator setting: `1`, `0` or `auto` (default): whether the first process becomes a
@@ -55,6 +58,7 @@ pub(crate) const INTERNAL_ENV: &[&str] = &[
     ENV_LISTEN_FDNAMES,
     ENV_NOTIFY_SOCKET,
     ENV_SUPERVISOR_FD,
+    ENV_PRECOPY_EARLY,
 ];
 
 pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {

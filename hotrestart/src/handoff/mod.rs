@@ -58,6 +58,11 @@ pub(crate) const TAG_PIECE: u8 = 10;
 /// Both ways, after the rounds sent while serving: "tell me once you applied all of them";
 /// the successor's answer, so that the quiesce does not wait for a backlog of pieces.
 pub(crate) const TAG_PRECOPY_SYNC: u8 = 11;
+/// Successor → old, right after HELLO (only if the old process asked for it, by
+/// `HOTRESTART_PRECOPY_EARLY`): "send the first round now, while I initialise".
+pub(crate) const TAG_EARLY: u8 = 12;
+/// Old → successor: the first round sent while it initialises is complete.
+pub(crate) const TAG_EARLY_END: u8 = 13;
 
 /// PREPARED payload bit: "send me your idle connections after the snapshot".
 pub(crate) const CAP_CONNECTIONS: u8 = 1;
@@ -108,6 +113,8 @@ pub(crate) fn tag_name(tag: u8) -> &'static str {
         TAG_PRECOPY_ACCEPT => "PRECOPY_ACCEPT",
         TAG_PIECE => "PIECE",
         TAG_PRECOPY_SYNC => "PRECOPY_SYNC",
+        TAG_EARLY => "EARLY",
+        TAG_EARLY_END => "EARLY_END",
         _ => "unknown",
     }
 }

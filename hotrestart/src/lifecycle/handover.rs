@@ -108,6 +108,7 @@ pub(super) async fn restart(inner: &Inner) -> Result<Restarted> {
                 precopy_bytes = precopied.bytes,
                 precopy_ms = millis(precopied.elapsed),
                 last_delta_bytes = precopied.last_delta,
+                precopy_early_bytes = precopied.early,
                 "handed over to pid {}",
                 restarted.new_pid
             );
@@ -188,8 +189,17 @@ impl Attempt {
         let ready = inner.ready.get().ok_or(Rollback::NotReady)?;
         inner.notifier.reloading();
         let deadline = tokio::time::Instant::from_std(started + inner.options.ready_timeout);
+        let window = (deadline, inner.options.ready_timeout);
+        // The tracked fields worth pre-copying (empty ones come, empty, in the snapshot). With
+        // pre-copy on, the successor is asked to take the first round while it initialises.
+        let mut fields = precopy::tracked(&*ready.save);
+        if !inner.options.precopy {
+            fields.retain(|(_, f)| f.whole_in_pieces());
+        }
+        let worth = fields.iter().any(|(_, f)| f.len_hint() > 0);
+        let early = inner.options.precopy && worth;
         let (ours, theirs) = StdUnixStream::pair().map_err(Rollback::Channel)?;
-        let child = spawn(inner, &theirs, generation).map_err(|source| Rollback::Spawn {
+        let child = spawn(inner, &theirs, generation, early).map_err(|source| Rollback::Spawn {
             exe: inner.exe.clone(),
             source,
         })?;
@@ -216,18 +226,73 @@ impl Attempt {
             .chan
             .insert(UnixStream::from_std(ours).map_err(Rollback::Channel)?);
 
-        let capabilities = expect(
-            chan,
-            child,
-            pid,
-            deadline,
-            inner.options.ready_timeout,
-            Stage::Prepared,
-        )
-        .await?
-        .first()
-        .copied()
-        .unwrap_or(0);
+        // A successor of this version answers EARLY and takes the first round while it
+        // initialises; an older one ignores the request and answers PREPARED when it is ready.
+        let mut precopy: Option<PreCopy> = None;
+        let mut prepared = None;
+        if early {
+            let first = watched(
+                child,
+                pid,
+                Stage::Prepared,
+                window,
+                handoff::read_frame(chan, handoff::MAX_CONTROL),
+            )
+            .await;
+            match first {
+                Ok(Frame {
+                    tag: handoff::TAG_EARLY,
+                    ..
+                }) => {
+                    let fields = std::mem::take(&mut fields);
+                    let sent = watched(
+                        child,
+                        pid,
+                        Stage::Precopy,
+                        window,
+                        PreCopy::early(chan, fields),
+                    );
+                    match sent.await {
+                        Ok(p) => precopy = Some(p),
+                        Err(why) => return Err(explained(chan, pid, why).await),
+                    }
+                }
+                Ok(Frame {
+                    tag: handoff::TAG_PREPARED,
+                    payload,
+                }) => prepared = Some(payload),
+                Ok(Frame {
+                    tag: handoff::TAG_REJECT,
+                    payload,
+                }) => {
+                    let reason = String::from_utf8_lossy(&payload).into_owned();
+                    return Err(Rollback::Rejected { pid, reason });
+                }
+                Ok(Frame { tag, .. }) => {
+                    return Err(Rollback::OutOfTurn {
+                        pid,
+                        stage: Stage::Prepared,
+                        tag,
+                    })
+                }
+                Err(why) => return Err(why),
+            }
+        }
+        let prepared = match prepared {
+            Some(payload) => payload,
+            None => {
+                expect(
+                    chan,
+                    child,
+                    pid,
+                    deadline,
+                    inner.options.ready_timeout,
+                    Stage::Prepared,
+                )
+                .await?
+            }
+        };
+        let capabilities = prepared.first().copied().unwrap_or(0);
         // Connections are handed over if the successor offered to take them; PLAN tells it that
         // CONNECTIONS frames (maybe none) will follow the snapshot.
         let planned = if inner.options.hand_over_connections {
@@ -242,19 +307,19 @@ impl Attempt {
                 planned & handoff::CAP_CUSTOM != 0,
             );
         }
-        // Tracked fields are copied now, while this process still serves, round after
-        // round; only what changed after the last one is sent after the quiesce. With
-        // pre-copy off they are sent whole after the quiesce, the same way: piece by piece,
-        // the successor decoding one while this process encodes the next.
-        let window = (deadline, inner.options.ready_timeout);
-        // Empty ones are not worth a round trip: they come (empty) in the snapshot.
-        let mut fields = precopy::tracked(&*ready.save);
-        if !inner.options.precopy {
-            fields.retain(|(_, f)| f.whole_in_pieces());
-        }
-        let worth = fields.iter().any(|(_, f)| f.len_hint() > 0);
-        let mut precopy = None;
-        if capabilities & handoff::CAP_PRECOPY != 0 && worth {
+        // Tracked fields are copied while this process still serves, round after round (the
+        // first one maybe already, while the successor initialised); only what changed after
+        // the last one is sent after the quiesce. With pre-copy off they are sent whole after
+        // the quiesce: a map piece by piece, the successor decoding one while this process
+        // encodes the next (`Tracked::whole_in_pieces`).
+        if let Some(p) = &mut precopy {
+            // The successor's answer to the early offer, now that it knows its state's types.
+            match watched(child, pid, Stage::Precopy, window, p.accepted(chan)).await {
+                Ok(true) => {}
+                Ok(false) => precopy = None,
+                Err(why) => return Err(explained(chan, pid, why).await),
+            }
+        } else if capabilities & handoff::CAP_PRECOPY != 0 && worth {
             let offered = watched(
                 child,
                 pid,
@@ -275,6 +340,7 @@ impl Attempt {
                 Err(why) => return Err(explained(chan, pid, why).await),
             };
             (precopied.rounds, precopied.bytes, precopied.elapsed) = (p.rounds, p.bytes, p.elapsed);
+            precopied.early = p.early_bytes;
             tracing::debug!(
                 pid,
                 rounds = p.rounds,
@@ -401,9 +467,16 @@ struct Precopied {
     bytes: u64,
     elapsed: Duration,
     last_delta: u64,
+    /// Bytes sent while the successor still initialised.
+    early: u64,
 }
 
-fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Result<Child> {
+fn spawn(
+    inner: &Inner,
+    theirs: &StdUnixStream,
+    generation: u64,
+    early: bool,
+) -> std::io::Result<Child> {
     let fd = theirs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(&inner.exe);
     cmd.args(&inner.args)
@@ -411,6 +484,7 @@ fn spawn(inner: &Inner, theirs: &StdUnixStream, generation: u64) -> std::io::Res
         .env(sys::ENV_GENERATION, generation.to_string())
         .envs(inner.operator_env.iter().map(|(k, v)| (k, v)))
         .envs(inner.notifier.socket().map(|s| (sys::ENV_NOTIFY_SOCKET, s)))
+        .envs(early.then_some((sys::ENV_PRECOPY_EARLY, "1")))
         .kill_on_drop(false);
     let supervisor = inner.notifier.supervisor_fd();
     if let Some(fd) = supervisor {

@@ -31,6 +31,8 @@ pub(crate) struct Adopted {
     predecessor: Option<StdUnixStream>,
     /// The previous generation, this process's parent at start.
     predecessor_pid: Option<u32>,
+    /// The predecessor asked for the first pre-copy round during this process's start-up.
+    early: bool,
     /// The listeners came from socket activation.
     activated: bool,
     error: Option<Error>,
@@ -58,6 +60,7 @@ impl Adopted {
             listeners,
             predecessor: Some(chan),
             predecessor_pid: Some(std::process::id()),
+            early: false,
             activated: false,
             error: None,
             notes: Vec::new(),
@@ -80,6 +83,7 @@ impl Adopted {
             listeners: Vec::new(),
             predecessor: None,
             predecessor_pid: None,
+            early: false,
             activated: false,
             error: None,
             notes: Vec::new(),
@@ -103,6 +107,7 @@ impl Adopted {
                         adopted.notes.push(format!("generation {generation}: adopted {} socket(s) from the previous process", fds.len()));
                         adopted.generation = generation;
                         adopted.predecessor = Some(chan);
+                        adopted.early = std::env::var_os(sys::ENV_PRECOPY_EARLY).is_some();
                         // It spawned this process: while it lives it is the parent.
                         adopted.predecessor_pid = Some(nix::unistd::getppid().as_raw() as u32);
                         adopted.listeners = fds;
@@ -218,7 +223,8 @@ impl Hot {
             listeners: Mutex::new(Listeners::inherit(adopted.listeners, adopted.activated)),
             adopt_error: Mutex::new(adopted.error),
             notes: Mutex::new(adopted.notes),
-            predecessor: Mutex::new(adopted.predecessor),
+            predecessor: Mutex::new(None),
+            early: Mutex::new(None),
             predecessor_pid: adopted.predecessor_pid,
             phase: watch::Sender::new(Phase::Serving),
             stopping: watch::Sender::new(false),
@@ -235,6 +241,27 @@ impl Hot {
             #[cfg(feature = "tls")]
             tickets: Arc::new(crate::http::tls::TicketKeys::new()),
         });
+        // The predecessor's channel: read from now on (the first pre-copy round, while the
+        // application initialises) if the predecessor asked for it; else kept for `ready`.
+        if let Some(chan) = adopted.predecessor {
+            if adopted.early {
+                // The same fd (no copy): the channel is the one fd `HOTRESTART_HANDOFF_FD` named.
+                let reader = chan
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixStream::from_std(chan));
+                match reader {
+                    Ok(reader) => {
+                        *inner.early.lock().unwrap() =
+                            Some(tokio::spawn(super::precopy::receive_early(reader)));
+                    }
+                    Err(e) => {
+                        *inner.adopt_error.lock().unwrap() = Some(Error::io("handoff channel", e));
+                    }
+                }
+            } else {
+                *inner.predecessor.lock().unwrap() = Some(chan);
+            }
+        }
         // Signal handlers are installed now, so a SIGHUP during start-up is queued, not fatal.
         let signals = Signals::install();
         let triggers = tokio::spawn(run_triggers(inner.clone(), signals, restart_rx));

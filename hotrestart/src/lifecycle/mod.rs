@@ -97,6 +97,9 @@ struct Inner {
     adopt_error: Mutex<Option<Error>>,
     notes: Mutex<Vec<String>>,
     predecessor: Mutex<Option<StdUnixStream>>,
+    /// The reader of the predecessor's channel during start-up (the first pre-copy round),
+    /// when the predecessor asked for it: `ready` takes the channel back from it.
+    early: Mutex<Option<tokio::task::JoinHandle<precopy::Early>>>,
     /// The previous generation's pid: this process's parent until it exits.
     predecessor_pid: Option<u32>,
     phase: watch::Sender<Phase>,
@@ -259,11 +262,23 @@ impl Hot {
             Some(path) => Some(self.control_listener(path)?),
             None => None,
         };
-        let predecessor = self.inner.predecessor.lock().unwrap().take();
+        let early = self.inner.early.lock().unwrap().take();
+        let predecessor = match early {
+            // Waits for the end of the first round if it is still coming.
+            Some(reader) => Some(
+                reader
+                    .await
+                    .map_err(|e| Error::handoff(format!("the start-up reader failed: {e}")))?,
+            ),
+            None => match self.inner.predecessor.lock().unwrap().take() {
+                Some(chan) => Some(precopy::Early::nothing(chan)?),
+                None => None,
+            },
+        };
         match predecessor {
-            Some(chan) => {
+            Some(handoff) => {
                 let span = tracing::info_span!("take_over", new_generation = self.inner.generation);
-                tracing::Instrument::instrument(self.take_over(chan, &mut state), span).await?
+                tracing::Instrument::instrument(self.take_over(handoff, &mut state), span).await?
             }
             None => {
                 self.cold_restore(&mut state);

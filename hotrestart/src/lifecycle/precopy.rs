@@ -42,6 +42,8 @@ pub(super) struct PreCopy<'a> {
     pub(super) rounds: u32,
     /// Bytes sent while serving.
     pub(super) bytes: u64,
+    /// Of those, bytes sent while the successor still initialised (before PREPARED).
+    pub(super) early_bytes: u64,
     /// Time spent sending while serving.
     pub(super) elapsed: Duration,
 }
@@ -67,19 +69,8 @@ impl<'a> PreCopy<'a> {
         chan: &mut UnixStream,
         fields: Vec<(&'static str, &'a dyn Tracked)>,
     ) -> std::io::Result<Option<PreCopy<'a>>> {
-        let offer: Vec<(&str, &str, u64)> = fields
-            .iter()
-            .map(|(name, f)| (*name, f.tracked_type(), f.len_hint()))
-            .collect();
-        let payload = postcard::to_stdvec(&offer).map_err(std::io::Error::other)?;
-        handoff::write_frame(chan, handoff::TAG_PRECOPY, &payload).await?;
-        let answer = answer(chan, handoff::TAG_PRECOPY_ACCEPT).await?;
-        let accepted: Vec<u16> = postcard::from_bytes(&answer).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("PRECOPY_ACCEPT: {e}"),
-            )
-        })?;
+        send_offer(chan, &fields).await?;
+        let accepted = read_accept(chan).await?;
         let taken: Vec<_> = fields
             .into_iter()
             .enumerate()
@@ -96,6 +87,7 @@ impl<'a> PreCopy<'a> {
             fields: taken,
             rounds: 0,
             bytes: 0,
+            early_bytes: 0,
             elapsed: Duration::ZERO,
         }))
     }
@@ -112,6 +104,11 @@ impl<'a> PreCopy<'a> {
         let started = Instant::now();
         let mut before = u64::MAX;
         loop {
+            if self.rounds > 0 {
+                for (_, _, field) in &self.fields {
+                    field.next_round();
+                }
+            }
             self.bytes += self.round(chan).await?;
             self.rounds += 1;
             let pending = self.pending();
@@ -120,14 +117,56 @@ impl<'a> PreCopy<'a> {
                 // gap holds the last round only, not a backlog of pieces in the channel.
                 handoff::write_frame(chan, handoff::TAG_PRECOPY_SYNC, &[]).await?;
                 answer(chan, handoff::TAG_PRECOPY_SYNC).await?;
-                self.elapsed = started.elapsed();
+                self.elapsed += started.elapsed();
                 return Ok(self.pending());
             }
             before = pending;
-            for (_, _, field) in &self.fields {
-                field.next_round();
-            }
         }
+    }
+
+    /// The first round while the successor initialises (it said EARLY after HELLO): the offer,
+    /// every field whole, then EARLY_END. Which fields it takes it says after PREPARED
+    /// ([`accepted`](Self::accepted)); until then each is recorded.
+    pub(super) async fn early(
+        chan: &mut UnixStream,
+        fields: Vec<(&'static str, &'a dyn Tracked)>,
+    ) -> std::io::Result<PreCopy<'a>> {
+        let started = Instant::now();
+        send_offer(chan, &fields).await?;
+        for (_, field) in &fields {
+            field.start();
+        }
+        let mut p = PreCopy {
+            fields: fields
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, field))| (i as u16, name, field))
+                .collect(),
+            rounds: 0,
+            bytes: 0,
+            early_bytes: 0,
+            elapsed: Duration::ZERO,
+        };
+        p.bytes = p.round(chan).await?;
+        p.rounds = 1;
+        p.early_bytes = p.bytes;
+        handoff::write_frame(chan, handoff::TAG_EARLY_END, &[]).await?;
+        p.elapsed = started.elapsed();
+        Ok(p)
+    }
+
+    /// After PREPARED, the successor's PRECOPY_ACCEPT to the early offer: the fields it did
+    /// not take stop being recorded (they go in the snapshot). `false` if it took none.
+    pub(super) async fn accepted(&mut self, chan: &mut UnixStream) -> std::io::Result<bool> {
+        let accepted = read_accept(chan).await?;
+        self.fields.retain(|(i, _, field)| {
+            let taken = accepted.contains(i);
+            if !taken {
+                field.stop();
+            }
+            taken
+        });
+        Ok(!self.fields.is_empty())
     }
 
     /// The last round, after the quiesce: everything that changed since it was sent; or,
@@ -176,6 +215,30 @@ impl<'a> PreCopy<'a> {
         }
         Ok(sent)
     }
+}
+
+/// PRECOPY: (field, type name, length) of each tracked field.
+async fn send_offer(
+    chan: &mut UnixStream,
+    fields: &[(&'static str, &dyn Tracked)],
+) -> std::io::Result<()> {
+    let offer: Vec<(&str, &str, u64)> = fields
+        .iter()
+        .map(|(name, f)| (*name, f.tracked_type(), f.len_hint()))
+        .collect();
+    let payload = postcard::to_stdvec(&offer).map_err(std::io::Error::other)?;
+    handoff::write_frame(chan, handoff::TAG_PRECOPY, &payload).await
+}
+
+/// PRECOPY_ACCEPT: the indices of the offered fields the successor takes.
+async fn read_accept(chan: &mut UnixStream) -> std::io::Result<Vec<u16>> {
+    let answer = answer(chan, handoff::TAG_PRECOPY_ACCEPT).await?;
+    postcard::from_bytes(&answer).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("PRECOPY_ACCEPT: {e}"),
+        )
+    })
 }
 
 /// Why the old process's side stopped, other than the channel: carried inside the
@@ -231,7 +294,18 @@ impl Receiving {
         payload: &[u8],
         chan: &mut UnixStream,
     ) -> std::result::Result<(), Refused> {
-        let offer = decode_offer(payload).map_err(Refused::Corrupt)?;
+        let accepted = self
+            .accept_offer(state, payload)
+            .map_err(Refused::Corrupt)?;
+        send_accept(chan, &accepted)
+            .await
+            .map_err(|e| Refused::Cut(e.to_string()))
+    }
+
+    /// Takes the offered fields this build has under the same type (a receiver for each);
+    /// returns their indices, for PRECOPY_ACCEPT.
+    pub(super) fn accept_offer<S: State>(&mut self, state: &S, payload: &[u8]) -> Result<Vec<u16>> {
+        let offer = decode_offer(payload)?;
         let ours = tracked(state);
         for (i, (name, type_name, len)) in offer.iter().enumerate() {
             let Some((name, field)) = ours.iter().find(|(n, _)| n == name) else {
@@ -243,11 +317,21 @@ impl Receiving {
                 self.fields.push((i as u16, name, field.receiver(*len)));
             }
         }
-        let accepted: Vec<u16> = self.fields.iter().map(|(i, ..)| *i).collect();
-        let answer = postcard::to_stdvec(&accepted).expect("a list of numbers serializes");
-        handoff::write_frame(chan, handoff::TAG_PRECOPY_ACCEPT, &answer)
-            .await
-            .map_err(|e| Refused::Cut(e.to_string()))
+        Ok(self.fields.iter().map(|(i, ..)| *i).collect())
+    }
+
+    /// Applies a PIECE that came while this process initialised: one of a field it did not
+    /// take (another type here) is dropped.
+    pub(super) fn early_piece(&mut self, payload: &[u8]) -> Result<()> {
+        let taken = payload.first_chunk::<2>().is_some_and(|i| {
+            self.fields
+                .iter()
+                .any(|(f, ..)| *f == u16::from_le_bytes(*i))
+        });
+        if taken {
+            self.piece(payload)?;
+        }
+        Ok(())
     }
 
     /// Applies one PIECE.
@@ -289,6 +373,63 @@ impl Receiving {
         }
         Ok(())
     }
+}
+
+/// PRECOPY_ACCEPT with `accepted`.
+pub(super) async fn send_accept(chan: &mut UnixStream, accepted: &[u16]) -> std::io::Result<()> {
+    let answer = postcard::to_stdvec(accepted).expect("a list of numbers serializes");
+    handoff::write_frame(chan, handoff::TAG_PRECOPY_ACCEPT, &answer).await
+}
+
+/// What came on the channel while the successor initialised: the early round's frames, until
+/// EARLY_END (or the channel's end, `cut`).
+pub(crate) struct Early {
+    pub(super) chan: UnixStream,
+    pub(super) frames: Vec<handoff::Frame>,
+    pub(super) cut: Option<String>,
+}
+
+impl Early {
+    /// A channel nothing was read from during start-up (the predecessor did not ask for it).
+    pub(crate) fn nothing(chan: std::os::unix::net::UnixStream) -> Result<Early> {
+        chan.set_nonblocking(true)
+            .map_err(|e| Error::io("handoff channel", e))?;
+        let chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
+        Ok(Early {
+            chan,
+            frames: Vec::new(),
+            cut: None,
+        })
+    }
+}
+
+/// The successor's reader while it initialises: says EARLY, then keeps the early round's
+/// frames (their bytes, not yet typed: the state is built later) until EARLY_END.
+pub(crate) async fn receive_early(mut chan: UnixStream) -> Early {
+    let mut frames = Vec::new();
+    let cut = async {
+        handoff::write_frame(&mut chan, handoff::TAG_EARLY, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let frame = handoff::read_frame(&mut chan, handoff::MAX_SNAPSHOT)
+                .await
+                .map_err(|e| e.to_string())?;
+            match frame.tag {
+                handoff::TAG_EARLY_END => return Ok(()),
+                handoff::TAG_PRECOPY | handoff::TAG_PIECE => frames.push(frame),
+                tag => {
+                    return Err(format!(
+                        "{} while this process initialised",
+                        handoff::tag_name(tag)
+                    ))
+                }
+            }
+        }
+    }
+    .await
+    .err();
+    Early { chan, frames, cut }
 }
 
 /// A PRECOPY frame's payload: (field, type name, length) per tracked field.

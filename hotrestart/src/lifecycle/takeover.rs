@@ -1,6 +1,5 @@
 //! The successor's side of a hot restart: PREPARED, the snapshot, the connections, READY.
 
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
@@ -41,12 +40,14 @@ pub(super) const UNCLAIMED_CONNECTIONS: Duration = Duration::from_secs(5);
 impl Hot {
     pub(super) async fn take_over<S: State>(
         &self,
-        chan: StdUnixStream,
+        handoff: precopy::Early,
         state: &mut S,
     ) -> Result<()> {
-        chan.set_nonblocking(true)
-            .map_err(|e| Error::io("handoff channel", e))?;
-        let mut chan = UnixStream::from_std(chan).map_err(|e| Error::io("handoff channel", e))?;
+        let precopy::Early {
+            mut chan,
+            frames: early,
+            cut: early_cut,
+        } = handoff;
         let offered = capabilities(&self.inner.options, &self.inner.notifier);
         // Whether CONNECTIONS frames follow the snapshot: the previous process says so in a
         // PLAN frame before it. One that sends none (an older version, or hand-over turned off
@@ -58,9 +59,30 @@ impl Hot {
         // this process when it passes; a channel that ends means it died (see below).
         let header = async {
             let cut = |e: std::io::Error| Refused::Cut(e.to_string());
+            if let Some(why) = early_cut {
+                return Err(Refused::Cut(why));
+            }
+            // The first round, received while this process initialised: typed now.
+            let mut early_accept = None;
+            for frame in early {
+                match frame.tag {
+                    handoff::TAG_PRECOPY => {
+                        let taken = receiving
+                            .accept_offer(&*state, &frame.payload)
+                            .map_err(Refused::Corrupt)?;
+                        early_accept = Some(taken);
+                    }
+                    _ => receiving
+                        .early_piece(&frame.payload)
+                        .map_err(Refused::Corrupt)?,
+                }
+            }
             handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[offered])
                 .await
                 .map_err(cut)?;
+            if let Some(taken) = early_accept {
+                precopy::send_accept(&mut chan, &taken).await.map_err(cut)?;
+            }
             let mut header = handoff::read_frame_header(&mut chan, MAX_SNAPSHOT)
                 .await
                 .map_err(cut)?;
