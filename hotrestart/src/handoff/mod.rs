@@ -4,10 +4,13 @@
 //! ```text
 //! old (generation N)                        successor (generation N+1)
 //!   HELLO {generation, names} + fds  ---->
+//!                                    <----  EARLY               (asked by the environment:
+//!   PRECOPY, PIECE ..., EARLY_END    ---->   the first pre-copy round during its init)
 //!                                    <----  PREPARED            (its slow init is done)
 //!                                           (payload: capabilities, see CAP_CONNECTIONS)
-//!   PRECOPY [(field, type, length)]  ---->  (only if it offered CAP_PRECOPY and a tracked
-//!                                    <----  PRECOPY_ACCEPT [index]   field is not empty)
+//!   PRECOPY [(field, type, length)]  ---->  (if no EARLY came, it offered CAP_PRECOPY and
+//!                                    <----  PRECOPY_ACCEPT [index]   a tracked field is not
+//!                                           empty; after EARLY, only the ACCEPT)
 //!   PIECE {index, piece} ...         ---->  (rounds while serving: lifecycle/precopy.rs)
 //!   PRECOPY_SYNC                     <--->
 //!   quiesce, park idle connections, hooks

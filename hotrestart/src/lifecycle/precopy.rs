@@ -1,10 +1,17 @@
 //! Pre-copy: the old process copies its [`Tracked`] fields to the successor while it still
 //! serves, in rounds (everything, then what changed since), and stops accepting only for the
-//! last, small delta. Between PREPARED and the quiesce:
+//! last, small delta. The first round goes while the successor initialises, if it answers
+//! the request (`HOTRESTART_PRECOPY_EARLY`) with EARLY:
 //!
 //! ```text
 //! old                                        successor
-//!   PRECOPY [(name, type, len)]       ---->  (a receiver for each field it has, same type)
+//!   HELLO                             ---->
+//!                                     <----  EARLY                (before its slow init)
+//!   PRECOPY [(name, type, len)]       ---->  kept as bytes by `receive_early`
+//!   PIECE {index, piece} ... (round 1)---->  kept
+//!   EARLY_END                         ---->
+//!                                            hot.ready: typed and applied
+//!                                     <----  PREPARED
 //!                                     <----  PRECOPY_ACCEPT [index]
 //!   PIECE {index, piece} ...          ---->  applied as they arrive
 //!   (round after round, while serving, until what changed is small)
@@ -15,8 +22,9 @@
 //!   PLAN, SNAPSHOT (without the pre-copied fields), CONNECTIONS as before
 //! ```
 //!
-//! A successor that does not offer `CAP_PRECOPY` gets none of this: the fields travel whole
-//! in the snapshot, as they always did.
+//! A successor that does not answer EARLY (an older version) gets PRECOPY after PREPARED,
+//! answers PRECOPY_ACCEPT, and all the rounds from there. One that does not offer
+//! `CAP_PRECOPY` gets none of this: the fields travel whole in the snapshot.
 
 use std::time::{Duration, Instant};
 
