@@ -251,8 +251,9 @@ impl Hot {
                     .and_then(|()| tokio::net::UnixStream::from_std(chan));
                 match reader {
                     Ok(reader) => {
-                        *inner.early.lock().unwrap() =
-                            Some(tokio::spawn(super::precopy::receive_early(reader)));
+                        let (hand_back, handed) = tokio::sync::oneshot::channel();
+                        let task = tokio::spawn(super::precopy::receive_early(reader, handed));
+                        *inner.early.lock().unwrap() = Some((task, hand_back));
                     }
                     Err(e) => {
                         *inner.adopt_error.lock().unwrap() = Some(Error::io("handoff channel", e));

@@ -99,7 +99,7 @@ struct Inner {
     predecessor: Mutex<Option<StdUnixStream>>,
     /// The reader of the predecessor's channel during start-up (the first pre-copy round),
     /// when the predecessor asked for it: `ready` takes the channel back from it.
-    early: Mutex<Option<tokio::task::JoinHandle<precopy::Early>>>,
+    early: Mutex<Option<(tokio::task::JoinHandle<precopy::Early>, oneshot::Sender<()>)>>,
     /// The previous generation's pid: this process's parent until it exits.
     predecessor_pid: Option<u32>,
     phase: watch::Sender<Phase>,
@@ -264,12 +264,15 @@ impl Hot {
         };
         let early = self.inner.early.lock().unwrap().take();
         let predecessor = match early {
-            // Waits for the end of the first round if it is still coming.
-            Some(reader) => Some(
-                reader
-                    .await
-                    .map_err(|e| Error::handoff(format!("the start-up reader failed: {e}")))?,
-            ),
+            // The rest of the first round, if it is still coming, is read by the take-over.
+            Some((reader, hand_back)) => {
+                let _ = hand_back.send(());
+                Some(
+                    reader
+                        .await
+                        .map_err(|e| Error::handoff(format!("the start-up reader failed: {e}")))?,
+                )
+            }
             None => match self.inner.predecessor.lock().unwrap().take() {
                 Some(chan) => Some(precopy::Early::nothing(chan)?),
                 None => None,

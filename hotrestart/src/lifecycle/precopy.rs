@@ -395,6 +395,9 @@ pub(crate) struct Early {
     pub(super) chan: UnixStream,
     pub(super) frames: Vec<handoff::Frame>,
     pub(super) cut: Option<String>,
+    /// EARLY_END came (or nothing was asked for); else the rest of the first round is still
+    /// to be read, now that the state exists.
+    pub(super) ended: bool,
 }
 
 impl Early {
@@ -407,24 +410,40 @@ impl Early {
             chan,
             frames: Vec::new(),
             cut: None,
+            ended: true,
         })
     }
 }
 
 /// The successor's reader while it initialises: says EARLY, then keeps the early round's
-/// frames (their bytes, not yet typed: the state is built later) until EARLY_END.
-pub(crate) async fn receive_early(mut chan: UnixStream) -> Early {
+/// frames (their bytes, not yet typed: the state is built later) until EARLY_END, or until
+/// `hand_back` fires (`hot.ready` was called: the state exists, the rest is applied as it
+/// arrives). It stops only between two frames.
+pub(crate) async fn receive_early(
+    mut chan: UnixStream,
+    mut hand_back: tokio::sync::oneshot::Receiver<()>,
+) -> Early {
     let mut frames = Vec::new();
+    let mut ended = false;
     let cut = async {
         handoff::write_frame(&mut chan, handoff::TAG_EARLY, &[])
             .await
             .map_err(|e| e.to_string())?;
         loop {
+            // Waiting for readability is cancel-safe; a frame, once begun, is read whole.
+            tokio::select! {
+                biased;
+                _ = &mut hand_back => return Ok(()),
+                readable = chan.readable() => readable.map_err(|e| e.to_string())?,
+            }
             let frame = handoff::read_frame(&mut chan, handoff::MAX_SNAPSHOT)
                 .await
                 .map_err(|e| e.to_string())?;
             match frame.tag {
-                handoff::TAG_EARLY_END => return Ok(()),
+                handoff::TAG_EARLY_END => {
+                    ended = true;
+                    return Ok(());
+                }
                 handoff::TAG_PRECOPY | handoff::TAG_PIECE => frames.push(frame),
                 tag => {
                     return Err(format!(
@@ -437,7 +456,12 @@ pub(crate) async fn receive_early(mut chan: UnixStream) -> Early {
     }
     .await
     .err();
-    Early { chan, frames, cut }
+    Early {
+        chan,
+        frames,
+        cut,
+        ended,
+    }
 }
 
 /// A PRECOPY frame's payload: (field, type name, length) per tracked field.

@@ -47,6 +47,7 @@ impl Hot {
             mut chan,
             frames: early,
             cut: early_cut,
+            ended: early_ended,
         } = handoff;
         let offered = capabilities(&self.inner.options, &self.inner.notifier);
         // Whether CONNECTIONS frames follow the snapshot: the previous process says so in a
@@ -62,9 +63,19 @@ impl Hot {
             if let Some(why) = early_cut {
                 return Err(Refused::Cut(why));
             }
-            // The first round, received while this process initialised: typed now.
+            // The first round, received while this process initialised: typed now; the rest
+            // of it, if it is still coming, applied as it arrives.
             let mut early_accept = None;
-            for frame in early {
+            let mut early_frames = early.into_iter();
+            let mut ended = early_ended;
+            loop {
+                let frame = match early_frames.next() {
+                    Some(frame) => frame,
+                    None if ended => break,
+                    None => handoff::read_frame(&mut chan, MAX_SNAPSHOT)
+                        .await
+                        .map_err(cut)?,
+                };
                 match frame.tag {
                     handoff::TAG_PRECOPY => {
                         let taken = receiving
@@ -72,9 +83,16 @@ impl Hot {
                             .map_err(Refused::Corrupt)?;
                         early_accept = Some(taken);
                     }
-                    _ => receiving
+                    handoff::TAG_PIECE => receiving
                         .early_piece(&frame.payload)
                         .map_err(Refused::Corrupt)?,
+                    handoff::TAG_EARLY_END => ended = true,
+                    tag => {
+                        return Err(Refused::Corrupt(Error::handoff(format!(
+                            "{} during the first pre-copy round",
+                            handoff::tag_name(tag)
+                        ))))
+                    }
                 }
             }
             handoff::write_frame(&mut chan, handoff::TAG_PREPARED, &[offered])
