@@ -231,14 +231,7 @@ impl Attempt {
         let mut precopy: Option<PreCopy> = None;
         let mut prepared = None;
         if early {
-            let first = watched(
-                child,
-                pid,
-                Stage::Prepared,
-                window,
-                handoff::read_frame(chan, handoff::MAX_CONTROL),
-            )
-            .await;
+            let first = first_frame(chan, child, pid, window).await;
             match first {
                 Ok(Frame {
                     tag: handoff::TAG_EARLY,
@@ -484,7 +477,9 @@ fn spawn(
         .env(sys::ENV_GENERATION, generation.to_string())
         .envs(inner.operator_env.iter().map(|(k, v)| (k, v)))
         .envs(inner.notifier.socket().map(|s| (sys::ENV_NOTIFY_SOCKET, s)))
-        .envs(early.then_some((sys::ENV_PRECOPY_EARLY, "1")))
+        // The generation it is for: a value an older successor passed on (as an operator
+        // setting it does not know) names another generation and is not obeyed.
+        .envs(early.then(|| (sys::ENV_PRECOPY_EARLY, generation.to_string())))
         .kill_on_drop(false);
     let supervisor = inner.notifier.supervisor_fd();
     if let Some(fd) = supervisor {
@@ -581,6 +576,26 @@ async fn watched<T>(
                     None => unreachable!("checked above"),
                 })
             }
+            Err(e) => Err(broken(child, pid, stage, e).await),
+        },
+        status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
+        _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),
+    }
+}
+
+/// The successor's first frame (EARLY, or PREPARED from an older one), watching its exit and
+/// the deadline; biased like [`expect`], so that a REJECT already there is read first.
+async fn first_frame(
+    chan: &mut UnixStream,
+    child: &mut Child,
+    pid: u32,
+    (deadline, ready_timeout): (tokio::time::Instant, Duration),
+) -> Result<Frame, Rollback> {
+    let stage = Stage::Prepared;
+    tokio::select! {
+        biased;
+        frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
+            Ok(frame) => Ok(frame),
             Err(e) => Err(broken(child, pid, stage, e).await),
         },
         status = child.wait() => Err(Rollback::Exited { pid, stage, status }),

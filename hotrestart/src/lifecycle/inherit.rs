@@ -107,7 +107,9 @@ impl Adopted {
                         adopted.notes.push(format!("generation {generation}: adopted {} socket(s) from the previous process", fds.len()));
                         adopted.generation = generation;
                         adopted.predecessor = Some(chan);
-                        adopted.early = std::env::var_os(sys::ENV_PRECOPY_EARLY).is_some();
+                        // Obeyed only if it names this generation (see `handover::spawn`).
+                        adopted.early = std::env::var(sys::ENV_PRECOPY_EARLY)
+                            .is_ok_and(|g| g == generation.to_string());
                         // It spawned this process: while it lives it is the parent.
                         adopted.predecessor_pid = Some(nix::unistd::getppid().as_raw() as u32);
                         adopted.listeners = fds;

@@ -290,6 +290,8 @@ async fn answer(chan: &mut UnixStream, tag: u8) -> std::io::Result<Vec<u8>> {
 #[derive(Default)]
 pub(super) struct Receiving {
     fields: Vec<(u16, &'static str, Box<dyn Receiver>)>,
+    /// How many fields were offered.
+    offered: usize,
     pieces: u64,
     bytes: u64,
 }
@@ -314,6 +316,7 @@ impl Receiving {
     /// returns their indices, for PRECOPY_ACCEPT.
     pub(super) fn accept_offer<S: State>(&mut self, state: &S, payload: &[u8]) -> Result<Vec<u16>> {
         let offer = decode_offer(payload)?;
+        self.offered = offer.len();
         let ours = tracked(state);
         for (i, (name, type_name, len)) in offer.iter().enumerate() {
             let Some((name, field)) = ours.iter().find(|(n, _)| n == name) else {
@@ -331,12 +334,12 @@ impl Receiving {
     /// Applies a PIECE that came while this process initialised: one of a field it did not
     /// take (another type here) is dropped.
     pub(super) fn early_piece(&mut self, payload: &[u8]) -> Result<()> {
-        let taken = payload.first_chunk::<2>().is_some_and(|i| {
-            self.fields
-                .iter()
-                .any(|(f, ..)| *f == u16::from_le_bytes(*i))
-        });
-        if taken {
+        let index = payload
+            .first_chunk::<2>()
+            .map(|i| u16::from_le_bytes(*i))
+            .filter(|&i| usize::from(i) < self.offered)
+            .ok_or_else(|| Error::handoff("a PIECE of the first round for no offered field"))?;
+        if self.fields.iter().any(|(f, ..)| *f == index) {
             self.piece(payload)?;
         }
         Ok(())
@@ -395,6 +398,8 @@ pub(crate) struct Early {
     pub(super) chan: UnixStream,
     pub(super) frames: Vec<handoff::Frame>,
     pub(super) cut: Option<String>,
+    /// What came is not the first round: the successor refuses the handover.
+    pub(super) corrupt: Option<String>,
     /// EARLY_END came (or nothing was asked for); else the rest of the first round is still
     /// to be read, now that the state exists.
     pub(super) ended: bool,
@@ -410,6 +415,7 @@ impl Early {
             chan,
             frames: Vec::new(),
             cut: None,
+            corrupt: None,
             ended: true,
         })
     }
@@ -425,6 +431,8 @@ pub(crate) async fn receive_early(
 ) -> Early {
     let mut frames = Vec::new();
     let mut ended = false;
+    let mut corrupt = None;
+    let mut kept = 0usize;
     let cut = async {
         handoff::write_frame(&mut chan, handoff::TAG_EARLY, &[])
             .await
@@ -444,13 +452,23 @@ pub(crate) async fn receive_early(
                     ended = true;
                     return Ok(());
                 }
-                handoff::TAG_PRECOPY | handoff::TAG_PIECE => frames.push(frame),
+                handoff::TAG_PRECOPY | handoff::TAG_PIECE => {
+                    kept += frame.payload.len();
+                    frames.push(frame);
+                }
                 tag => {
-                    return Err(format!(
+                    corrupt = Some(format!(
                         "{} while this process initialised",
                         handoff::tag_name(tag)
-                    ))
+                    ));
+                    return Ok(());
                 }
+            }
+            // Enough kept: the rest waits in the channel (the old process's writes wait with
+            // it) until `hot.ready` reads it, typed.
+            if kept >= EARLY_KEPT {
+                let _ = (&mut hand_back).await;
+                return Ok(());
             }
         }
     }
@@ -460,9 +478,13 @@ pub(crate) async fn receive_early(
         chan,
         frames,
         cut,
+        corrupt,
         ended,
     }
 }
+
+/// The most bytes of the first round the successor keeps untyped during its start-up.
+const EARLY_KEPT: usize = 64 << 20;
 
 /// A PRECOPY frame's payload: (field, type name, length) per tracked field.
 pub(crate) fn decode_offer(payload: &[u8]) -> Result<Vec<(String, String, u64)>> {

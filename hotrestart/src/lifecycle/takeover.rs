@@ -47,6 +47,7 @@ impl Hot {
             mut chan,
             frames: early,
             cut: early_cut,
+            corrupt: early_corrupt,
             ended: early_ended,
         } = handoff;
         let offered = capabilities(&self.inner.options, &self.inner.notifier);
@@ -60,6 +61,9 @@ impl Hot {
         // this process when it passes; a channel that ends means it died (see below).
         let header = async {
             let cut = |e: std::io::Error| Refused::Cut(e.to_string());
+            if let Some(why) = early_corrupt {
+                return Err(Refused::Corrupt(Error::handoff(why)));
+            }
             if let Some(why) = early_cut {
                 return Err(Refused::Cut(why));
             }
