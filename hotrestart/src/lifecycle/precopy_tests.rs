@@ -213,3 +213,47 @@ async fn a_reject_in_answer_to_the_offer_carries_the_successors_reason() {
     );
     successor.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_start_up_reader_keeps_at_most_its_bound_then_leaves_the_rest_in_the_channel() {
+    let (reader_end, mut old) = UnixStream::pair().unwrap();
+    let (hand_back, handed) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(receive_early(reader_end, handed));
+    let early = handoff::read_frame(&mut old, handoff::MAX_CONTROL)
+        .await
+        .unwrap();
+    assert_eq!(early.tag, handoff::TAG_EARLY);
+    // Pieces of 16 MiB: the reader stops keeping them once 64 MiB are kept; the writer of the
+    // sixth waits on the full channel.
+    let writer = tokio::spawn(async move {
+        let piece = vec![0u8; 16 << 20];
+        for _ in 0..6 {
+            handoff::write_frame(&mut old, handoff::TAG_PIECE, &piece).await?;
+        }
+        handoff::write_frame(&mut old, handoff::TAG_EARLY_END, &[]).await?;
+        Ok::<_, std::io::Error>(old)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !writer.is_finished(),
+        "the channel pushes back on the writer"
+    );
+    hand_back.send(()).unwrap();
+    let early = reader.await.unwrap();
+    let kept: usize = early.frames.iter().map(|f| f.payload.len()).sum();
+    assert_eq!(kept, EARLY_KEPT, "{} frames kept", early.frames.len());
+    assert!(!early.ended && early.cut.is_none() && early.corrupt.is_none());
+    // The rest is read from the channel, as `take_over` does.
+    let mut chan = early.chan;
+    for _ in 0..2 {
+        let frame = handoff::read_frame(&mut chan, handoff::MAX_SNAPSHOT)
+            .await
+            .unwrap();
+        assert_eq!(frame.tag, handoff::TAG_PIECE);
+    }
+    let end = handoff::read_frame(&mut chan, handoff::MAX_SNAPSHOT)
+        .await
+        .unwrap();
+    assert_eq!(end.tag, handoff::TAG_EARLY_END);
+    writer.await.unwrap().unwrap();
+}
