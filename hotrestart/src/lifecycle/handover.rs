@@ -11,13 +11,14 @@ use tokio::process::Child;
 use crate::conns::Verdict;
 use crate::drain::Phase;
 use crate::error::{Error, Result};
-use crate::handoff::{self, Frame};
+use crate::handoff;
 use crate::hooks::{self, HookContext, HookReason, HookWhen};
 use crate::snapshot;
 use crate::sys;
 
 use super::precopy::{self, PreCopy};
 use super::rollback::{Rollback, Stage};
+use super::waits::{broken, expect, next_frame, step, unexpected};
 use super::{millis, Inner, Restarted};
 
 /// A spawned successor; killed and reaped unless the handover commits.
@@ -231,59 +232,20 @@ impl Attempt {
         let mut precopy: Option<PreCopy> = None;
         let mut prepared = None;
         if early {
-            let first = first_frame(chan, child, pid, window).await;
-            match first {
-                Ok(Frame {
-                    tag: handoff::TAG_EARLY,
-                    ..
-                }) => {
+            let first = next_frame(chan, child, pid, Stage::Prepared, window).await?;
+            match first.tag {
+                handoff::TAG_EARLY => {
                     let fields = std::mem::take(&mut fields);
-                    let sent = watched(
-                        child,
-                        pid,
-                        Stage::Precopy,
-                        window,
-                        PreCopy::early(chan, fields),
-                    );
-                    match sent.await {
-                        Ok(p) => precopy = Some(p),
-                        Err(why) => return Err(explained(chan, pid, why).await),
-                    }
+                    let early = async |c: &mut UnixStream| PreCopy::early(c, fields).await;
+                    precopy = Some(step(chan, child, pid, Stage::Precopy, window, early).await?);
                 }
-                Ok(Frame {
-                    tag: handoff::TAG_PREPARED,
-                    payload,
-                }) => prepared = Some(payload),
-                Ok(Frame {
-                    tag: handoff::TAG_REJECT,
-                    payload,
-                }) => {
-                    let reason = String::from_utf8_lossy(&payload).into_owned();
-                    return Err(Rollback::Rejected { pid, reason });
-                }
-                Ok(Frame { tag, .. }) => {
-                    return Err(Rollback::OutOfTurn {
-                        pid,
-                        stage: Stage::Prepared,
-                        tag,
-                    })
-                }
-                Err(why) => return Err(why),
+                handoff::TAG_PREPARED => prepared = Some(first.payload),
+                _ => return Err(unexpected(first, pid, Stage::Prepared)),
             }
         }
         let prepared = match prepared {
             Some(payload) => payload,
-            None => {
-                expect(
-                    chan,
-                    child,
-                    pid,
-                    deadline,
-                    inner.options.ready_timeout,
-                    Stage::Prepared,
-                )
-                .await?
-            }
+            None => expect(chan, child, pid, Stage::Prepared, window).await?,
         };
         let capabilities = prepared.first().copied().unwrap_or(0);
         // Connections are handed over if the successor offered to take them; PLAN tells it that
@@ -307,31 +269,18 @@ impl Attempt {
         // encodes the next (`Tracked::whole_in_pieces`).
         if let Some(p) = &mut precopy {
             // The successor's answer to the early offer, now that it knows its state's types.
-            match watched(child, pid, Stage::Precopy, window, p.accepted(chan)).await {
-                Ok(true) => {}
-                Ok(false) => precopy = None,
-                Err(why) => return Err(explained(chan, pid, why).await),
+            let accepted = async |c: &mut UnixStream| p.accepted(c).await;
+            if !step(chan, child, pid, Stage::Precopy, window, accepted).await? {
+                precopy = None;
             }
         } else if capabilities & handoff::CAP_PRECOPY != 0 && worth {
-            let offered = watched(
-                child,
-                pid,
-                Stage::Precopy,
-                window,
-                PreCopy::offer(chan, fields),
-            );
-            precopy = match offered.await {
-                Ok(taken) => taken,
-                Err(why) => return Err(explained(chan, pid, why).await),
-            };
+            let offer = async |c: &mut UnixStream| PreCopy::offer(c, fields).await;
+            precopy = step(chan, child, pid, Stage::Precopy, window, offer).await?;
         }
         let mut precopied = Precopied::default();
         if let (Some(p), true) = (&mut precopy, inner.options.precopy) {
-            let left = watched(child, pid, Stage::Precopy, window, p.rounds(chan)).await;
-            let left = match left {
-                Ok(left) => left,
-                Err(why) => return Err(explained(chan, pid, why).await),
-            };
+            let rounds = async |c: &mut UnixStream| p.rounds(c).await;
+            let left = step(chan, child, pid, Stage::Precopy, window, rounds).await?;
             (precopied.rounds, precopied.bytes, precopied.elapsed) = (p.rounds, p.bytes, p.elapsed);
             precopied.early = p.early_bytes;
             tracing::debug!(
@@ -383,10 +332,8 @@ impl Attempt {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut skip = Vec::new();
         if let Some(p) = &mut precopy {
-            match watched(child, pid, Stage::Precopy, window, p.last_round(chan)).await {
-                Ok(sent) => precopied.last_delta = sent,
-                Err(why) => return Err(explained(chan, pid, why).await),
-            }
+            let last = async |c: &mut UnixStream| p.last_round(c).await;
+            precopied.last_delta = step(chan, child, pid, Stage::Precopy, window, last).await?;
             skip = p.names();
         }
         let encoding = Instant::now();
@@ -399,14 +346,10 @@ impl Attempt {
                 return Err(broken(child, pid, Stage::Plan, e).await);
             }
         }
-        deliver(
-            chan,
-            child,
-            pid,
-            (deadline, inner.options.ready_timeout),
-            Delivery::Snapshot(&frame),
-        )
-        .await?;
+        let snapshot = async |c: &mut UnixStream| {
+            handoff::write_frame_parts(c, handoff::TAG_SNAPSHOT, frame.len(), frame.slices()).await
+        };
+        step(chan, child, pid, Stage::Snapshot, window, snapshot).await?;
         tracing::debug!(
             state_bytes = frame.len(),
             encode_ms,
@@ -417,24 +360,10 @@ impl Attempt {
         if hand_connections {
             let parcels = inner.handover.outbox.take();
             connections = parcels.len();
-            deliver(
-                chan,
-                child,
-                pid,
-                (deadline, inner.options.ready_timeout),
-                Delivery::Connections(&parcels),
-            )
-            .await?;
+            let send = async |c: &mut UnixStream| handoff::send_connections(c, &parcels).await;
+            step(chan, child, pid, Stage::Connections, window, send).await?;
         }
-        expect(
-            chan,
-            child,
-            pid,
-            deadline,
-            inner.options.ready_timeout,
-            Stage::Ready,
-        )
-        .await?;
+        expect(chan, child, pid, Stage::Ready, window).await?;
         Ok(Delivered {
             state_bytes: frame.len(),
             connections,
@@ -495,165 +424,4 @@ fn spawn(
         });
     }
     cmd.spawn()
-}
-
-/// Explains a broken channel: usually the successor exited, which says more than EPIPE.
-async fn broken(
-    child: &mut Child,
-    pid: u32,
-    stage: Stage,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> Rollback {
-    match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
-        Ok(status) => Rollback::Exited { pid, stage, status },
-        Err(_) => Rollback::Broke {
-            pid,
-            stage,
-            source: source.into(),
-        },
-    }
-}
-
-/// What the old process streams to the successor after quiescing.
-enum Delivery<'a> {
-    Snapshot(&'a snapshot::Snapshot<'a>),
-    Connections(&'a [crate::conns::Parcel]),
-}
-
-/// Sends `what`, watching the successor's exit and the deadline; a failure is explained by the
-/// successor's REJECT if it sent one.
-async fn deliver(
-    chan: &mut UnixStream,
-    child: &mut Child,
-    pid: u32,
-    (deadline, ready_timeout): (tokio::time::Instant, Duration),
-    what: Delivery<'_>,
-) -> Result<(), Rollback> {
-    let stage = match what {
-        Delivery::Snapshot(_) => Stage::Snapshot,
-        Delivery::Connections(_) => Stage::Connections,
-    };
-    let sending = async {
-        match what {
-            Delivery::Snapshot(frame) => {
-                handoff::write_frame_parts(chan, handoff::TAG_SNAPSHOT, frame.len(), frame.slices())
-                    .await
-            }
-            Delivery::Connections(parcels) => handoff::send_connections(chan, parcels).await,
-        }
-    };
-    let why = tokio::select! {
-        sent = sending => match sent {
-            Ok(()) => return Ok(()),
-            Err(e) => broken(child, pid, stage, e).await,
-        },
-        status = child.wait() => Rollback::Exited { pid, stage, status },
-        _ = tokio::time::sleep_until(deadline) => {
-            return Err(Rollback::Timeout { pid, stage, ready_timeout })
-        }
-    };
-    Err(rejected_or(chan, pid, why).await)
-}
-
-/// Runs `work` (a part of the protocol on the channel), watching the successor's exit and the
-/// deadline; the caller explains a failure with [`rejected_or`].
-async fn watched<T>(
-    child: &mut Child,
-    pid: u32,
-    stage: Stage,
-    (deadline, ready_timeout): (tokio::time::Instant, Duration),
-    work: impl std::future::Future<Output = std::io::Result<T>>,
-) -> Result<T, Rollback> {
-    tokio::select! {
-        done = work => match done {
-            Ok(v) => Ok(v),
-            Err(e) if e.get_ref().is_some_and(|e| e.is::<precopy::Stopped>()) => {
-                let stopped = e.into_inner().and_then(|e| e.downcast::<precopy::Stopped>().ok());
-                Err(match stopped.map(|b| *b) {
-                    Some(precopy::Stopped::Rejected(reason)) => Rollback::Rejected { pid, reason },
-                    Some(precopy::Stopped::OutOfTurn(tag)) => Rollback::OutOfTurn { pid, stage, tag },
-                    Some(precopy::Stopped::Encode(e)) => Rollback::Snapshot(e),
-                    None => unreachable!("checked above"),
-                })
-            }
-            Err(e) => Err(broken(child, pid, stage, e).await),
-        },
-        status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
-        _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),
-    }
-}
-
-/// The successor's first frame (EARLY, or PREPARED from an older one), watching its exit and
-/// the deadline; biased like [`expect`], so that a REJECT already there is read first.
-async fn first_frame(
-    chan: &mut UnixStream,
-    child: &mut Child,
-    pid: u32,
-    (deadline, ready_timeout): (tokio::time::Instant, Duration),
-) -> Result<Frame, Rollback> {
-    let stage = Stage::Prepared;
-    tokio::select! {
-        biased;
-        frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
-            Ok(frame) => Ok(frame),
-            Err(e) => Err(broken(child, pid, stage, e).await),
-        },
-        status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
-        _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),
-    }
-}
-
-/// [`rejected_or`], unless `why` already says what the successor or this process did.
-async fn explained(chan: &mut UnixStream, pid: u32, why: Rollback) -> Rollback {
-    match why {
-        Rollback::Rejected { .. } | Rollback::OutOfTurn { .. } | Rollback::Snapshot(_) => why,
-        other => rejected_or(chan, pid, other).await,
-    }
-}
-
-/// A successor that refuses sends REJECT and exits, possibly while the old process is still
-/// writing: its reason, if it is on the channel, says more than the broken pipe or the exit.
-async fn rejected_or(chan: &mut UnixStream, pid: u32, otherwise: Rollback) -> Rollback {
-    let frame = tokio::time::timeout(
-        Duration::from_millis(100),
-        handoff::read_frame(chan, handoff::MAX_CONTROL),
-    )
-    .await;
-    match frame {
-        Ok(Ok(Frame {
-            tag: handoff::TAG_REJECT,
-            payload,
-        })) => Rollback::Rejected {
-            pid,
-            reason: String::from_utf8_lossy(&payload).into_owned(),
-        },
-        _ => otherwise,
-    }
-}
-
-/// Waits for the frame `stage` awaits from the successor, watching its exit and the deadline.
-async fn expect(
-    chan: &mut UnixStream,
-    child: &mut Child,
-    pid: u32,
-    deadline: tokio::time::Instant,
-    ready_timeout: Duration,
-    stage: Stage,
-) -> Result<Vec<u8>, Rollback> {
-    let want = stage.awaited();
-    tokio::select! {
-        // A frame that is already there (REJECT) says more than the exit that follows it.
-        biased;
-        frame = handoff::read_frame(chan, handoff::MAX_CONTROL) => match frame {
-            Ok(Frame { tag, payload }) if tag == want => Ok(payload),
-            Ok(Frame { tag: handoff::TAG_REJECT, payload }) => Err(Rollback::Rejected {
-                pid,
-                reason: String::from_utf8_lossy(&payload).into_owned(),
-            }),
-            Ok(Frame { tag, .. }) => Err(Rollback::OutOfTurn { pid, stage, tag }),
-            Err(e) => Err(broken(child, pid, stage, e).await),
-        },
-        status = child.wait() => Err(Rollback::Exited { pid, stage, status }),
-        _ = tokio::time::sleep_until(deadline) => Err(Rollback::Timeout { pid, stage, ready_timeout }),
-    }
 }

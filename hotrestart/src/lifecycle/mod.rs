@@ -35,6 +35,7 @@ pub(crate) mod precopy;
 mod rollback;
 mod takeover;
 mod trigger;
+mod waits;
 
 use entry::watch_exe;
 pub use entry::{run_main, MainOptions};
